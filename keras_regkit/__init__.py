@@ -1,0 +1,17 @@
+"""keras_regkit: the regularization toolbox for Keras 3.
+
+Sub-packages:
+    ops:       pure functions on tensors (``keras.ops``), the math of every layer.
+    layers:    ``keras.layers.Layer`` subclasses (BatchNormalization, the Dropout family, noise).
+    callbacks: ``keras.callbacks.Callback`` subclasses (EarlyStopping, population statistics, ...).
+    stopping:  stopping rules and the Yao–Rosasco–Caponnetto theory.
+    augment:   ``tf.data`` augmentation pipelines for images and text (import it explicitly).
+"""
+
+from keras_regkit import callbacks, layers, ops, stopping
+from keras_regkit.callbacks.population_statistics import recompute_batch_statistics
+from keras_regkit.mc_dropout import mc_predict
+
+__version__ = "0.1.0"
+
+__all__ = ["callbacks", "layers", "ops", "stopping", "mc_predict", "recompute_batch_statistics", "__version__"]

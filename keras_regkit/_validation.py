@@ -1,0 +1,77 @@
+"""Argument checks shared by every public object.
+
+Each helper raises ``ValueError`` (bad value) or ``TypeError`` (bad type) with a
+message of the form ``"<Owner>: <name> must be <what is allowed>, got <value>"``,
+so a user sees at once which argument of which object is wrong.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Iterable
+
+
+def _fail(owner: str, name: str, allowed: str, value: Any, error=ValueError):
+    raise error(f"{owner}: {name} must be {allowed}, got {value!r}")
+
+
+def check_number(owner: str, name: str, value: Any) -> float:
+    """Returns ``value`` as a float, or raises ``TypeError`` if it is not a real number."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        _fail(owner, name, "a real number", value, TypeError)
+    return float(value)
+
+
+def check_int(owner: str, name: str, value: Any, minimum: int | None = None) -> int:
+    """Returns ``value`` as an int; ``TypeError`` for non-integers, ``ValueError`` below ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        _fail(owner, name, "an integer", value, TypeError)
+    if minimum is not None and value < minimum:
+        _fail(owner, name, f"an integer >= {minimum}", value)
+    return int(value)
+
+
+def check_range(
+    owner: str,
+    name: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    low_inclusive: bool = True,
+    high_inclusive: bool = True,
+) -> float:
+    """Checks ``low <= value <= high`` (bounds optional, inclusiveness selectable)."""
+    value = check_number(owner, name, value)
+    ok = value == value  # rejects NaN
+    if low is not None:
+        ok = ok and (value >= low if low_inclusive else value > low)
+    if high is not None:
+        ok = ok and (value <= high if high_inclusive else value < high)
+    if not ok:
+        left = "[" if low_inclusive else "("
+        right = "]" if high_inclusive else ")"
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        _fail(owner, name, f"in {left}{lo}, {hi}{right}", value)
+    return value
+
+
+def check_choice(owner: str, name: str, value: Any, choices: Iterable[Any]) -> Any:
+    """Checks that ``value`` is one of ``choices``."""
+    choices = tuple(choices)
+    if value not in choices:
+        _fail(owner, name, "one of " + ", ".join(repr(c) for c in choices), value)
+    return value
+
+
+def check_pair(owner: str, name: str, value: Any, low=None, high=None) -> tuple[float, float]:
+    """Checks a ``(min, max)`` range with ``min <= max`` and both inside ``[low, high]``."""
+    try:
+        first, second = value
+    except (TypeError, ValueError):
+        _fail(owner, name, "a pair (min, max)", value, TypeError)
+    first = check_range(owner, f"{name}[0]", first, low, high)
+    second = check_range(owner, f"{name}[1]", second, low, high)
+    if first > second:
+        _fail(owner, name, "a pair with min <= max", value)
+    return first, second

@@ -1,0 +1,50 @@
+"""Backend-agnostic helpers for tests: gradients of a layer's training step."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+
+def training_step(layer, x, upstream, mask=None):
+    """One training call of ``layer`` on ``x``.
+
+    Returns ``(y, grads, state)``: the output, the gradients of
+    ``sum(y * upstream)`` with respect to ``[x] + trainable weights``, and the
+    non-trainable weights after the call, all as NumPy arrays. The layer's
+    variables are updated as a real training step would (TensorFlow) or set to
+    the returned state (JAX).
+    """
+    kwargs = {"training": True}
+    if mask is not None:
+        kwargs["mask"] = mask
+    if not layer.built:
+        layer.build(x.shape)
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        x_t = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x_t)
+            y = layer(x_t, **kwargs)
+            loss = tf.reduce_sum(tf.cast(y, upstream.dtype) * upstream)
+        grads = tape.gradient(loss, [x_t] + layer.trainable_variables)
+        state = [v.numpy() for v in layer.non_trainable_variables]
+        return np.asarray(y), [np.asarray(g) for g in grads], state
+    if backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        trainable = [v.value for v in layer.trainable_variables]
+        non_trainable = [v.value for v in layer.non_trainable_variables]
+
+        def loss_fn(train_values, x_value):
+            y, new_state = layer.stateless_call(train_values, non_trainable, x_value, **kwargs)
+            return jnp.sum(y.astype(upstream.dtype) * upstream), (y, new_state)
+
+        (g_train, g_x), (y, new_state) = jax.grad(loss_fn, argnums=(0, 1), has_aux=True)(trainable, jnp.asarray(x))
+        for variable, value in zip(layer.non_trainable_variables, new_state):
+            variable.assign(value)
+        return np.asarray(y), [np.asarray(g_x)] + [np.asarray(g) for g in g_train], [np.asarray(v) for v in new_state]
+    raise NotImplementedError(backend)
