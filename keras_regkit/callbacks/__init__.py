@@ -1,0 +1,7 @@
+"""Keras callbacks for ``model.fit``."""
+
+from keras_regkit.callbacks.dropout_schedule import DropoutSchedule
+from keras_regkit.callbacks.early_stopping import EarlyStopping
+from keras_regkit.callbacks.population_statistics import PopulationStatistics, recompute_batch_statistics
+
+__all__ = ["DropoutSchedule", "EarlyStopping", "PopulationStatistics", "recompute_batch_statistics"]

@@ -1,0 +1,238 @@
+"""Population statistics for BatchNormalization ("precise BN").
+
+The moving averages that BatchNormalization keeps during training lag behind
+the weights and depend on the momentum. Algorithm 2 of Ioffe & Szegedy (2015)
+instead estimates the population statistics after training: run mini-batches
+through the network and set, for every BatchNormalization layer,
+
+    E[x]   = mean over batches of the batch means,
+    Var[x] = m / (m - 1) * mean over batches of the batch variances,
+
+where ``m`` is the number of values each batch moment is taken over. Wu &
+Johnson (2021, "Rethinking 'Batch' in BatchNorm") call this precise BN and show
+that it removes the error of badly tuned momenta.
+
+While the batches run, every BatchNormalization layer normalizes with its batch
+statistics (as in training) and every other layer runs in inference mode, so
+dropout is off and no weight changes. Works for keras_regkit's and Keras's own
+layers; for keras_regkit's layer with ``virtual_batch_size``, each ghost batch is
+one mini-batch of Algorithm 2.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional, Union
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_regkit import _validation as check
+from keras_regkit.layers.batch_normalization import BatchNormalization, _replica_sum
+from keras_regkit.ops import normalization as bn
+
+_BN_TYPES = (BatchNormalization, keras.layers.BatchNormalization)
+
+
+def batch_normalization_layers(model: keras.Model) -> list:
+    """Every BatchNormalization layer (keras_regkit's or Keras's) in ``model``, nested ones too."""
+    return [layer for layer in model._flatten_layers(include_self=False, recursive=True) if isinstance(layer, _BN_TYPES)]
+
+
+class _Accumulator:
+    """Sums of batch means and unbiased batch variances for one layer (float64)."""
+
+    def __init__(self):
+        self.mean_sum = 0.0
+        self.variance_sum = 0.0
+        self.batches = 0
+
+    def add(self, means, variances):
+        """Adds ``(batches, channels)`` arrays of per-batch moments."""
+        self.mean_sum = self.mean_sum + means.sum(axis=0)
+        self.variance_sum = self.variance_sum + variances.sum(axis=0)
+        self.batches += means.shape[0]
+
+
+def _batch_statistics_call(layer, accumulator: _Accumulator):
+    """A replacement for ``layer.call`` that records moments and uses batch statistics."""
+
+    def call(inputs, training=None, mask=None):
+        dtype = keras.backend.result_type(inputs.dtype, "float32")
+        x = ops.cast(inputs, dtype)
+        rank = len(x.shape)
+        axis = layer.axis % rank
+        channels = x.shape[axis]
+        virtual = getattr(layer, "virtual_batch_size", None)
+        all_reduce = _replica_sum() if layer.synchronized else None
+        weights = ops.ones((), dtype) if mask is None else ops.expand_dims(ops.cast(mask, dtype), -1)
+        if virtual is None:
+            grouped, group_weights, channel_axis = ops.expand_dims(x, 0), ops.expand_dims(weights, 0), axis + 1
+        else:
+            grouped, valid = bn.ghost_batches(x, virtual)
+            group_weights = ops.reshape(valid, ops.shape(valid) + (1,) * (rank - 1))
+            if mask is not None:
+                grouped_mask, _ = bn.ghost_batches(ops.cast(mask, dtype), virtual)
+                group_weights = group_weights * ops.expand_dims(grouped_mask, -1)
+            channel_axis = axis + 1
+        axes = [a for a in range(1, rank + 1) if a != channel_axis]
+        mean, variance, count = bn.weighted_moments(grouped, group_weights, axes, all_reduce)
+        unbiased = bn.bessel_correction(variance, count)
+        accumulator.add(
+            ops.convert_to_numpy(ops.reshape(mean, (-1, channels))).astype("float64"),
+            ops.convert_to_numpy(ops.reshape(unbiased, (-1, channels))).astype("float64"),
+        )
+        shape = [1] * (rank + 1)
+        shape[channel_axis] = channels
+        gamma = None if layer.gamma is None else ops.reshape(ops.cast(layer.gamma, dtype), shape)
+        beta = None if layer.beta is None else ops.reshape(ops.cast(layer.beta, dtype), shape)
+        y = bn.normalize(grouped, mean, variance, beta, gamma, layer.epsilon)
+        y = ops.reshape(y, (-1,) + tuple(ops.shape(x)[1:]))[: ops.shape(x)[0]]
+        return ops.cast(y, layer.compute_dtype)
+
+    return call
+
+
+def _batches(dataset, steps: Optional[int]):
+    if isinstance(dataset, np.ndarray) or hasattr(dataset, "dtype"):
+        raise TypeError(
+            "recompute_batch_statistics: dataset must be a tf.data.Dataset or an iterable of "
+            f"batches, got an array of shape {getattr(dataset, 'shape', None)}; batch it first, "
+            "e.g. tf.data.Dataset.from_tensor_slices(x).batch(64)"
+        )
+    cardinality = getattr(dataset, "cardinality", None)
+    if steps is None and cardinality is not None and int(cardinality()) == -1:  # tf.data.INFINITE_CARDINALITY
+        raise ValueError("recompute_batch_statistics: steps must be given for an infinite dataset, got None")
+    for index, batch in enumerate(dataset):
+        if steps is not None and index >= steps:
+            break
+        yield batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+def recompute_batch_statistics(model: keras.Model, dataset, steps: Optional[int] = None) -> int:
+    """Sets every BatchNormalization's moving statistics to population estimates.
+
+    Implements Algorithm 2 of Ioffe & Szegedy (2015): after running ``steps``
+    batches of ``dataset`` through ``model``, each BatchNormalization layer
+    (keras_regkit's or ``keras.layers.BatchNormalization``) gets
+    ``moving_mean = mean of the batch means`` and
+    ``moving_variance = mean of m/(m-1) * batch variance`` (each batch weighted
+    equally; ``m`` is the number of values in that batch's moments, so a smaller
+    last batch gets its own correction). Renorm layers also get a consistent
+    ``moving_stddev = sqrt(moving_variance + epsilon)``. The model's weights and
+    the dataset are left as they were.
+
+    Args:
+        model: A built Keras model.
+        dataset: A ``tf.data.Dataset`` or any iterable of batches; elements are
+            ``x`` or tuples whose first item is ``x``.
+        steps: Number of batches to use; None runs the whole (finite) dataset.
+
+    Returns:
+        The number of batches that were run.
+
+    Raises:
+        ValueError: If ``steps`` < 1, the dataset is infinite and ``steps`` is
+            None, the model has no BatchNormalization layer, or no batch came.
+        TypeError: If ``dataset`` is a bare array rather than batches.
+
+    Reference:
+        Ioffe & Szegedy, "Batch Normalization", ICML 2015, Algorithm 2;
+        Wu & Johnson, "Rethinking 'Batch' in BatchNorm", 2021 (precise BN).
+    """
+    owner = "recompute_batch_statistics"
+    if steps is not None:
+        steps = check.check_int(owner, "steps", steps, 1)
+    layers = batch_normalization_layers(model)
+    if not layers:
+        raise ValueError(f"{owner}: model {model.name!r} has no BatchNormalization layer")
+    accumulators = [_Accumulator() for _ in layers]
+    for layer, accumulator in zip(layers, accumulators):
+        layer.__dict__["call"] = _batch_statistics_call(layer, accumulator)
+    count = 0
+    try:
+        for x in _batches(dataset, steps):
+            model(x, training=False)
+            count += 1
+    finally:
+        for layer in layers:
+            del layer.__dict__["call"]
+    if count == 0:
+        raise ValueError(f"{owner}: dataset yielded no batch")
+    for layer, accumulator in zip(layers, accumulators):
+        mean = accumulator.mean_sum / accumulator.batches
+        variance = accumulator.variance_sum / accumulator.batches
+        layer.moving_mean.assign(mean.astype("float32"))
+        layer.moving_variance.assign(variance.astype("float32"))
+        if layer.renorm:
+            layer.moving_stddev.assign(np.sqrt(variance + layer.epsilon).astype("float32"))
+    return count
+
+
+class PopulationStatistics(keras.callbacks.Callback):
+    """Recomputes BatchNormalization population statistics during or after ``fit``.
+
+    Calls :func:`recompute_batch_statistics` on the model being trained at the
+    end of training and/or after chosen epochs, so that validation and the final
+    model use population statistics instead of momentum-dependent moving averages.
+
+    Args:
+        dataset: ``tf.data.Dataset`` (or iterable of batches) of training inputs.
+        steps: Batches per recomputation; None runs the whole (finite) dataset.
+        epochs: When to recompute during training: None (never), an int ``n``
+            (after every ``n``-th epoch), or an iterable of 0-based epoch indices.
+            It runs in ``on_epoch_end``, after that epoch's validation, so it
+            shows in the validation of the following epochs and in the final model.
+        at_train_end: Also recompute when training ends.
+        verbose: 1 prints a line per recomputation.
+
+    Raises:
+        ValueError: If ``steps`` < 1 or ``epochs`` is an int < 1 or has negative items.
+
+    Reference:
+        Ioffe & Szegedy 2015, Algorithm 2; Wu & Johnson 2021.
+    """
+
+    def __init__(
+        self,
+        dataset,
+        steps: Optional[int] = None,
+        epochs: Union[None, int, Iterable[int]] = None,
+        at_train_end: bool = True,
+        verbose: int = 0,
+    ):
+        super().__init__()
+        owner = "PopulationStatistics"
+        if steps is not None:
+            steps = check.check_int(owner, "steps", steps, 1)
+        if epochs is not None and not isinstance(epochs, int):
+            epochs = frozenset(check.check_int(owner, "epochs[i]", e, 0) for e in epochs)
+        elif epochs is not None:
+            epochs = check.check_int(owner, "epochs", epochs, 1)
+        self.dataset = dataset
+        self.steps = steps
+        self.epochs = epochs
+        self.at_train_end = bool(at_train_end)
+        self.verbose = verbose
+        self.recomputed_at: list = []
+
+    def _due(self, epoch: int) -> bool:
+        if self.epochs is None:
+            return False
+        if isinstance(self.epochs, int):
+            return (epoch + 1) % self.epochs == 0
+        return epoch in self.epochs
+
+    def _recompute(self, when):
+        batches = recompute_batch_statistics(self.model, self.dataset, self.steps)
+        self.recomputed_at.append(when)
+        if self.verbose:
+            print(f"PopulationStatistics: recomputed from {batches} batches ({when})")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._due(epoch):
+            self._recompute(f"epoch {epoch + 1}")
+
+    def on_train_end(self, logs=None):
+        if self.at_train_end:
+            self._recompute("end of training")
