@@ -1,0 +1,99 @@
+"""DropoutSchedule: the rates it sets, and that changing them never retraces the train step."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_regkit import layers as L
+from keras_regkit.callbacks import DropoutSchedule
+
+
+@keras.saving.register_keras_serializable(package="keras_regkit_tests")
+class TraceCounter(keras.layers.Layer):
+    """Identity layer counting how often its Python ``call`` runs (once per trace when compiled)."""
+
+    calls = 0
+
+    def call(self, inputs, training=None):
+        TraceCounter.calls += 1
+        return inputs
+
+
+class RateProbe(keras.callbacks.Callback):
+    def __init__(self, layer):
+        super().__init__()
+        self.layer, self.rates, self.traces = layer, [], []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.rates.append(self.layer.rate)
+        self.traces.append(TraceCounter.calls)
+
+
+def _model():
+    inputs = keras.Input((16,))
+    h = TraceCounter()(inputs)
+    h = L.Dropout(0.4, seed=0, name="drop")(h)
+    h = L.DropPath(0.2, seed=0, name="path")(h)
+    model = keras.Model(inputs, keras.layers.Dense(1)(h))
+    model.compile("sgd", "mse", jit_compile=True)
+    return model
+
+
+def _data():
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(64, 16)).astype("float32"), rng.normal(size=(64, 1)).astype("float32")
+
+
+def test_linear_ramp_to_each_layers_own_rate_without_retracing():
+    model = _model()
+    probe = RateProbe(model.get_layer("drop"))
+    x, y = _data()
+    model.fit(x, y, epochs=6, batch_size=16, verbose=0, callbacks=[DropoutSchedule(ramp_epochs=4), probe])
+    np.testing.assert_allclose(probe.rates, [0.0, 0.1, 0.2, 0.3, 0.4, 0.4], atol=1e-6)
+    assert model.get_layer("path").rate == pytest.approx(0.2)
+    # The train step was traced during epoch 1 only: no retrace when the rate changed.
+    assert probe.traces[0] >= 1 and probe.traces == [probe.traces[0]] * 6
+
+
+def test_rate_changes_take_effect_in_the_compiled_step():
+    model = _model()
+    x, y = _data()
+    schedule = DropoutSchedule(schedule=lambda epoch, target: 1.0 if epoch == 1 else 0.0, layers=["drop"])
+    history = model.fit(x, y, epochs=2, batch_size=64, verbose=0, shuffle=False, callbacks=[schedule])
+    # rate 1 zeroes the features: the loss is then that of the bias alone, far from epoch 0's.
+    bias = keras.ops.convert_to_numpy(model.layers[-1].bias)
+    np.testing.assert_allclose(history.history["loss"][1], np.mean((y - bias) ** 2), rtol=0.05)
+    assert model.get_layer("path").rate == pytest.approx(0.2)  # not chosen, untouched
+
+
+def test_layer_selection_errors():
+    model = _model()
+    x, y = _data()
+    keras_dropout = keras.Sequential([keras.Input((16,)), keras.layers.Dropout(0.1, name="kd"), keras.layers.Dense(1)])
+    keras_dropout.compile("sgd", "mse")
+    with pytest.raises(TypeError, match="DropoutSchedule: layers must be keras_regkit dropout-family layers"):
+        keras_dropout.fit(x, y, epochs=1, verbose=0, callbacks=[DropoutSchedule(layers=["kd"])])
+    with pytest.raises(ValueError, match="DropoutSchedule: layers must be names of layers of the model, got 'nope'"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[DropoutSchedule(layers=["nope"])])
+    with pytest.raises(ValueError, match=r"DropoutSchedule: scheduled rate must be in \[0, 1\], got 2.0"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[DropoutSchedule(schedule=lambda e, t: 2.0)])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"schedule": "cosine"}, "DropoutSchedule: schedule must be one of 'linear', got 'cosine'"),
+        ({"start_rate": -0.1}, r"DropoutSchedule: start_rate must be in \[0, 1\], got -0.1"),
+        ({"end_rate": 1.5}, r"DropoutSchedule: end_rate must be in \[0, 1\], got 1.5"),
+        ({"ramp_epochs": 0}, "DropoutSchedule: ramp_epochs must be an integer >= 1, got 0"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        DropoutSchedule(**kwargs)
+
+
+def test_config_round_trip():
+    schedule = DropoutSchedule(start_rate=0.05, end_rate=0.3, ramp_epochs=5, layers=["a"], verbose=1)
+    assert DropoutSchedule(**schedule.get_config()).get_config() == schedule.get_config()
+    assert schedule.rate_at(0, 0.3) == pytest.approx(0.05) and schedule.rate_at(9, 0.3) == pytest.approx(0.3)
