@@ -1,0 +1,481 @@
+"""EarlyStopping: Keras's decisions, named reasons, more rules, and a restore that cannot lose."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import warnings
+from typing import Any, Mapping, Sequence
+
+import keras
+import numpy as np
+
+from keras.src.utils import io_utils
+
+from keras_regkit._validation import check_choice, check_int, check_number
+from keras_regkit.callbacks._fit_guard import FitGuard, find_callback_list
+from keras_regkit.stopping.prechelt import GeneralizationLoss, ProgressQuotient, UpStrips
+from keras_regkit.stopping.rules import (
+    BestTracker,
+    Direction,
+    DivergenceThreshold,
+    NonFinite,
+    Patience,
+    StoppingRule,
+    StoppingThreshold,
+)
+
+_OWNER = "EarlyStopping"
+_CRITERIA = {
+    "GL": (GeneralizationLoss, float),
+    "PQ": (ProgressQuotient, float),
+    "UP": (UpStrips, int),
+}
+_CRITERION_RE = re.compile(r"^(GL|PQ|UP)(\d+(?:\.\d*)?|\.\d+)?$")
+
+
+def _print(message: str) -> None:
+    io_utils.print_msg(message)
+
+
+def _parse_criterion(spec: Any) -> list[StoppingRule]:
+    allowed = (
+        "None, 'GL', 'PQ', 'UP' (optionally with the parameter, e.g. 'GL5', 'PQ0.5', 'UP3'), "
+        "a keras_regkit.stopping rule, or a list of these"
+    )
+    if spec is None:
+        return []
+    if isinstance(spec, StoppingRule):
+        return [spec]
+    if isinstance(spec, str):
+        match = _CRITERION_RE.match(spec)
+        if match is None:
+            raise ValueError(f"{_OWNER}: criterion must be {allowed}, got {spec!r}")
+        cls, kind = _CRITERIA[match.group(1)]
+        if match.group(2) is None:
+            return [cls()]
+        number = float(match.group(2))
+        if kind is int and not number.is_integer():
+            raise ValueError(f"{_OWNER}: criterion 'UP<s>' needs an integer s, got {spec!r}")
+        return [cls(kind(number))]
+    if isinstance(spec, dict):
+        return [keras.saving.deserialize_keras_object(spec)]
+    if isinstance(spec, (list, tuple)) and spec:
+        return [rule for item in spec for rule in _parse_criterion(item)]
+    raise ValueError(f"{_OWNER}: criterion must be {allowed}, got {spec!r}")
+
+
+def _infer_mode(model, monitor: str) -> str | None:
+    """Keras's ``MonitorCallback`` inference: 'loss' is minimised, else the metric's direction."""
+    mode = None
+    name = monitor.removeprefix("val_")
+    if name == "loss":
+        mode = "min"
+    from keras.src.trainers.compile_utils import CompileMetrics, MetricsList
+
+    for container in getattr(model, "metrics", []):
+        if isinstance(container, (CompileMetrics, MetricsList)):
+            for metric in container.metrics:
+                if metric.name == name and hasattr(metric, "_direction"):
+                    mode = "max" if metric._direction == "up" else "min"
+    return mode
+
+
+@keras.saving.register_keras_serializable(package="keras_regkit")
+class EarlyStopping(keras.callbacks.Callback):
+    """Stop training when a monitored quantity stops improving, and never lose the best weights.
+
+    With its default arguments it makes exactly the decisions of
+    ``keras.callbacks.EarlyStopping`` (Keras 3): for the same logs it stops at the
+    same epoch, reports the same ``best`` and ``stopped_epoch``, and restores the
+    same weights. Beyond Keras:
+
+    * every stop is named in ``stop_reason`` (``"patience"``, ``"threshold"``,
+      ``"divergence"``, ``"non-finite"``, ``"GL"``, ``"PQ"``, ``"UP"``, or
+      ``"exception"`` when ``fit`` was left by an error) with a one-line
+      ``stop_message``, printed with ``verbose``;
+    * Lightning's ``stopping_threshold``, ``divergence_threshold`` and ``check_finite``;
+    * Prechelt's criteria GL_alpha, PQ_alpha and UP_s via ``criterion=``
+      (they replace the patience rule);
+    * a non-finite value never becomes the best; with ``restore_best_weights``,
+      the best weights are also restored when ``fit`` is left by an exception
+      (KeyboardInterrupt, an error in another callback, out of memory), and the
+      exception then propagates unchanged;
+    * ``backup_path`` keeps the best weights on disk (atomically replaced at each
+      improvement), so they survive a killed process;
+    * ``get_state``/``set_state`` to save and resume the callback's counters.
+
+    The snapshot of the best weights is one set of buffers (``tf.Variable`` on
+    TensorFlow, NumPy arrays otherwise), allocated at the first improvement and
+    overwritten in place afterwards, so memory stays flat.
+
+    Args:
+        monitor: log key to monitor. Defaults to ``"val_loss"``.
+        min_delta: minimum change that counts as an improvement. Defaults to 0.
+        patience: epochs without improvement after which training stops. Defaults to 0.
+        verbose: 0 (silent) or 1 (one line when the callback stops or restores).
+        mode: ``"auto"``, ``"min"`` or ``"max"``; ``"auto"`` infers it as Keras does.
+        baseline: ``wait`` is only reset by improvements that also beat it.
+        restore_best_weights: restore the weights of the best epoch at the end
+            of training (and when ``fit`` is left by an exception).
+        start_from_epoch: epochs to wait before monitoring.
+        stopping_threshold: stop as soon as the monitored value is better than this.
+        divergence_threshold: stop as soon as the monitored value is worse than this.
+        check_finite: stop as soon as the monitored value is NaN or infinite.
+        criterion: ``None`` (Keras's patience rule), ``"GL"``, ``"PQ"``, ``"UP"``
+            (Prechelt's defaults GL_2, PQ_0.5, UP_3 with strips of 5 epochs) or
+            with a parameter (``"GL5"``, ``"PQ0.75"``, ``"UP2"``), a
+            :class:`keras_regkit.stopping.rules.StoppingRule`, or a list of these
+            (training stops when any of them says so).
+        backup_path: a path ending in ``.weights.h5``; the best weights are
+            written there at every improvement (temporary file, then rename).
+        strict: raise instead of warning when ``monitor`` is missing from the logs.
+
+    Attributes:
+        best, best_epoch, wait, stopped_epoch: as in Keras (epochs are 0-based).
+        stop_reason: name of the rule that stopped training, or ``None``.
+        stop_message: one line saying why.
+        restored_epoch: epoch whose weights were restored, or ``None``.
+
+    Raises:
+        ValueError: bad ``mode``, negative ``patience``/``start_from_epoch``,
+            thresholds that contradict the mode or each other, an unknown
+            ``criterion``, a ``backup_path`` not ending in ``.weights.h5``;
+            during ``fit``, a criterion whose training loss is not logged, or a
+            missing ``monitor`` with ``strict=True``.
+
+    Reference:
+        Lutz Prechelt, "Early Stopping - But When?", Neural Networks: Tricks of
+        the Trade, LNCS 1524, 1998 (criteria GL, PQ, UP).
+    """
+
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        min_delta: float = 0,
+        patience: int = 0,
+        verbose: int = 0,
+        mode: str = "auto",
+        baseline: float | None = None,
+        restore_best_weights: bool = False,
+        start_from_epoch: int = 0,
+        *,
+        stopping_threshold: float | None = None,
+        divergence_threshold: float | None = None,
+        check_finite: bool = False,
+        criterion: Any = None,
+        backup_path: str | os.PathLike | None = None,
+        strict: bool = False,
+    ):
+        super().__init__()
+        if not isinstance(monitor, str) or not monitor:
+            raise TypeError(f"{_OWNER}: monitor must be a non-empty str, got {monitor!r}")
+        self.monitor = monitor
+        self.min_delta = check_number(_OWNER, "min_delta", min_delta)
+        self.patience = check_int(_OWNER, "patience", patience, minimum=0)
+        self.verbose = check_int(_OWNER, "verbose", verbose, minimum=0)
+        self.mode = check_choice(_OWNER, "mode", mode, ("auto", "min", "max"))
+        self.baseline = None if baseline is None else check_number(_OWNER, "baseline", baseline)
+        self.restore_best_weights = bool(restore_best_weights)
+        self.start_from_epoch = check_int(_OWNER, "start_from_epoch", start_from_epoch, minimum=0)
+        self.stopping_threshold = (
+            None
+            if stopping_threshold is None
+            else check_number(_OWNER, "stopping_threshold", stopping_threshold)
+        )
+        self.divergence_threshold = (
+            None
+            if divergence_threshold is None
+            else check_number(_OWNER, "divergence_threshold", divergence_threshold)
+        )
+        self.check_finite = bool(check_finite)
+        self.criterion = criterion
+        self._criteria = _parse_criterion(criterion)
+        if backup_path is not None:
+            backup_path = os.fspath(backup_path)
+            if not backup_path.endswith(".weights.h5"):
+                raise ValueError(
+                    f"{_OWNER}: backup_path must end in '.weights.h5', got {backup_path!r}"
+                )
+        self.backup_path = backup_path
+        self.strict = bool(strict)
+        if self.mode != "auto":
+            self._check_against_mode(self.mode)
+
+        rules: list[StoppingRule] = []
+        if self.check_finite:
+            rules.append(NonFinite())
+        if self.stopping_threshold is not None:
+            rules.append(StoppingThreshold(self.stopping_threshold))
+        if self.divergence_threshold is not None:
+            rules.append(DivergenceThreshold(self.divergence_threshold))
+        rules.extend(self._criteria or [Patience(self.patience)])
+        self.rules = rules
+
+        self._tracker = BestTracker(None, self.baseline)
+        self._direction: Direction | None = None
+        self._rules_ready = False
+        self._resume = False
+        self._guard = FitGuard(self._on_fit_error)
+        self._buffers: list[np.ndarray] | None = None
+        self._snapshot_epoch: int | None = None
+        self._reset_run()
+
+    # ------------------------------------------------------------------ state
+    def _reset_run(self) -> None:
+        self._tracker.reset()
+        self.stopped_epoch = 0
+        self.stop_reason: str | None = None
+        self.stop_message: str | None = None
+        self.restored_epoch: int | None = None
+        self._rules_ready = False
+
+    @property
+    def best(self) -> float | None:
+        return self._tracker.best
+
+    @property
+    def best_epoch(self) -> int:
+        return self._tracker.best_epoch
+
+    @property
+    def wait(self) -> int:
+        return self._tracker.wait
+
+    @property
+    def best_weights(self) -> list[np.ndarray] | None:
+        """A NumPy copy of the best weights (``model.weights`` order), or ``None``."""
+        if self._snapshot_epoch is None:
+            return None
+        return [np.array(keras.ops.convert_to_numpy(b)) for b in self._buffers]
+
+    def get_state(self) -> dict:
+        """The callback's counters and rule states (not the weight snapshot), as plain Python."""
+        return {
+            **self._tracker.get_state(),
+            "stopped_epoch": self.stopped_epoch,
+            "stop_reason": self.stop_reason,
+            "stop_message": self.stop_message,
+            "mode": None if self._direction is None else self._direction.mode,
+            "rules": [rule.get_state() for rule in self.rules] if self._rules_ready else None,
+        }
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Restores :meth:`get_state`; the next ``fit`` then resumes instead of starting afresh."""
+        self._tracker.set_state(state)
+        self.stopped_epoch = int(state["stopped_epoch"])
+        self.stop_reason = state["stop_reason"]
+        self.stop_message = state["stop_message"]
+        if state["mode"] is not None:
+            self._set_direction(state["mode"])
+        if state["rules"] is not None and self._direction is not None:
+            for rule, rule_state in zip(self.rules, state["rules"]):
+                rule.reset(self._direction)
+                rule.set_state(rule_state)
+            self._rules_ready = True
+        self._resume = True
+
+    def get_config(self) -> dict:
+        criterion = self.criterion
+        if isinstance(criterion, StoppingRule):
+            criterion = keras.saving.serialize_keras_object(criterion)
+        elif isinstance(criterion, (list, tuple)):
+            criterion = [
+                keras.saving.serialize_keras_object(c) if isinstance(c, StoppingRule) else c
+                for c in criterion
+            ]
+        return {
+            "monitor": self.monitor,
+            "min_delta": self.min_delta,
+            "patience": self.patience,
+            "verbose": self.verbose,
+            "mode": self.mode,
+            "baseline": self.baseline,
+            "restore_best_weights": self.restore_best_weights,
+            "start_from_epoch": self.start_from_epoch,
+            "stopping_threshold": self.stopping_threshold,
+            "divergence_threshold": self.divergence_threshold,
+            "check_finite": self.check_finite,
+            "criterion": criterion,
+            "backup_path": self.backup_path,
+            "strict": self.strict,
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "EarlyStopping":
+        return cls(**config)
+
+    # --------------------------------------------------------------- checking
+    def _check_against_mode(self, mode: str) -> None:
+        stop, div = self.stopping_threshold, self.divergence_threshold
+        if stop is not None and div is not None:
+            ok = stop < div if mode == "min" else stop > div
+            if not ok:
+                relation = "<" if mode == "min" else ">"
+                raise ValueError(
+                    f"{_OWNER}: stopping_threshold must be {relation} divergence_threshold "
+                    f"in mode={mode!r}, got stopping_threshold={stop!r}, "
+                    f"divergence_threshold={div!r}"
+                )
+        if self.baseline is not None and div is not None:
+            if not Direction(mode).better(self.baseline, div):
+                raise ValueError(
+                    f"{_OWNER}: baseline must be better than divergence_threshold in "
+                    f"mode={mode!r}, got baseline={self.baseline!r}, divergence_threshold={div!r}"
+                )
+
+    def _set_direction(self, mode: str) -> None:
+        self._check_against_mode(mode)
+        self._direction = Direction(mode, self.min_delta)
+        self._tracker.direction = self._direction
+
+    def _resolve_direction(self) -> None:
+        mode = self.mode
+        if mode == "auto":
+            mode = _infer_mode(self.model, self.monitor)
+            if mode is None:
+                raise ValueError(
+                    f"{_OWNER}: mode='auto' cannot tell whether monitor={self.monitor!r} "
+                    "should be minimised or maximised; pass mode='min' or mode='max'"
+                )
+        self._set_direction(mode)
+
+    # ---------------------------------------------------------------- training
+    def on_train_begin(self, logs=None):
+        if self._resume:
+            self._resume = False
+        else:
+            self._reset_run()
+        self._buffers = None
+        self._snapshot_epoch = None
+        self._guard.install(self.model, find_callback_list(self))
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self._direction is None:
+            self._resolve_direction()
+        current = logs.get(self.monitor)
+        if current is None:
+            message = (
+                f"Early stopping conditioned on metric `{self.monitor}` which is not available. "
+                f"Available metrics are: {','.join(list(logs.keys()))}"
+            )
+            if self.strict:
+                raise ValueError(f"{_OWNER}: monitor={self.monitor!r} is not in the logs "
+                                 f"(strict=True); available keys: {', '.join(logs)}")
+            warnings.warn(message, stacklevel=2)
+            return
+        if epoch < self.start_from_epoch:
+            return
+        if not self._rules_ready:
+            for rule in self.rules:
+                rule.reset(self._direction)
+            self._rules_ready = True
+        for rule in self.rules:
+            missing = [key for key in rule.required_keys if key not in logs]
+            if missing:
+                raise ValueError(
+                    f"{_OWNER}: criterion={self.criterion!r} needs {missing[0]!r} (the training "
+                    f"loss) in the logs, got only: {', '.join(logs)}"
+                )
+
+        obs = self._tracker.update(epoch, float(current), logs)
+        if obs.improved:
+            if self.restore_best_weights:
+                self._snapshot(epoch)
+            if self.backup_path is not None:
+                self._write_backup()
+        for rule in self.rules:
+            reason = rule.update(obs)
+            if reason is not None:
+                self._stop(epoch, rule.name, reason)
+                break
+
+    def on_train_end(self, logs=None):
+        self._guard.uninstall()
+        if self.stop_reason is not None and self.verbose > 0:
+            _print(self._summary())
+        restored = self._restore()
+        if restored and self.verbose > 0 and self.stop_reason is None:
+            _print(
+                f"Epoch {self.restored_epoch + 1}: restored the best weights "
+                f"({self.monitor}={self.best:.6g}) at the end of training."
+            )
+
+    # ---------------------------------------------------------------- helpers
+    def _stop(self, epoch: int, reason: str, message: str) -> None:
+        self.stopped_epoch = epoch
+        self.stop_reason = reason
+        self.stop_message = message
+        self.model.stop_training = True
+
+    def _summary(self) -> str:
+        where = f"Epoch {self.stopped_epoch + 1}: early stopping ({self.stop_reason}): "
+        if self.restore_best_weights and self._snapshot_epoch is not None:
+            tail = (
+                f"; restoring weights from epoch {self._snapshot_epoch + 1} "
+                f"({self.monitor}={self.best:.6g})."
+            )
+        else:
+            tail = "; weights of the last epoch kept."
+        return where + self.stop_message + tail
+
+    def _snapshot(self, epoch: int) -> None:
+        variables = self.model.weights
+        fresh = self._buffers is None or len(self._buffers) != len(variables)
+        if keras.backend.backend() == "tensorflow":
+            # One tf.Variable per weight, assigned in place: TensorFlow shares the
+            # buffer and copies it on the next write (one device-side copy, no
+            # transfer to host).
+            import tensorflow as tf
+
+            if fresh:
+                self._buffers = [tf.Variable(v.value, trainable=False) for v in variables]
+            else:
+                for buffer, variable in zip(self._buffers, variables):
+                    buffer.assign(variable.value)
+        elif fresh:
+            self._buffers = [np.array(keras.ops.convert_to_numpy(v.value)) for v in variables]
+        else:
+            for buffer, variable in zip(self._buffers, variables):
+                np.copyto(buffer, np.asarray(variable.value))
+        self._snapshot_epoch = epoch
+
+    def _restore(self) -> bool:
+        if not self.restore_best_weights or self._snapshot_epoch is None:
+            return False
+        sync = getattr(self.model, "jax_state_sync", None)
+        if sync is not None:
+            # JAX keeps the live state outside the variables during an epoch; sync
+            # it first so that fit's own final sync cannot overwrite the restore.
+            sync()
+        for variable, buffer in zip(self.model.weights, self._buffers):
+            variable.assign(buffer)
+        self.restored_epoch = self._snapshot_epoch
+        # Drop the buffers: a backend may alias the arrays it was assigned from.
+        self._buffers = None
+        self._snapshot_epoch = None
+        return True
+
+    def _write_backup(self) -> None:
+        folder, name = os.path.split(os.path.abspath(self.backup_path))
+        stem = name[: -len(".weights.h5")]
+        temporary = os.path.join(folder, f".{stem}.tmp{os.getpid()}.weights.h5")
+        self.model.save_weights(temporary)
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, self.backup_path)
+
+    def _on_fit_error(self, error: BaseException) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = "exception"
+            self.stop_message = f"fit was left by {type(error).__name__}"
+        restored = self._restore()
+        if self.verbose > 0:
+            tail = (
+                f"restored weights from epoch {self.restored_epoch + 1}"
+                if restored
+                else "no weights restored"
+            )
+            _print(f"EarlyStopping: fit was left by {type(error).__name__}; {tail}.")
