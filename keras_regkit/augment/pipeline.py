@@ -18,6 +18,7 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
+from keras_regkit._distribution import ReplicaSeedGenerator
 from keras_regkit._validation import check_int
 from keras_regkit.augment.base import IMAGE, TEXT, AugmentOp, fold, serializable, spec_error
 
@@ -221,7 +222,8 @@ class AugmentationLayer(keras.layers.Layer):
     """Runs an image ``Pipeline`` inside a model, in training only.
 
     In inference the layer only casts its input to the compute dtype. In training it augments each
-    batch with a key drawn from a ``keras.random.SeedGenerator``. On the TensorFlow backend the
+    batch with a key drawn from a ``keras.random.SeedGenerator`` (one that differs across
+    ``tf.distribute`` replicas). On the TensorFlow backend the
     TensorFlow kernels run in the model's graph; on other backends they run on the host through
     ``jax.pure_callback`` (the layer has no gradient, so put it first in the model). Ops that change
     labels (MixUp, CutMix, LabelSmoothing) cannot run inside a model; use them in ``tf.data``.
@@ -250,7 +252,7 @@ class AugmentationLayer(keras.layers.Layer):
                        [op.owner for op in pipeline.ops])
         self.pipeline = pipeline
         self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed_generator = ReplicaSeedGenerator(seed)
         self._eager_fn = None
 
     def compute_output_shape(self, input_shape):

@@ -28,7 +28,7 @@ import numpy as np
 from keras import ops
 
 from keras_regkit import _validation as check
-from keras_regkit.layers.batch_normalization import BatchNormalization, _replica_sum
+from keras_regkit.layers.batch_normalization import BatchNormalization
 from keras_regkit.ops import normalization as bn
 
 _BN_TYPES = (BatchNormalization, keras.layers.BatchNormalization)

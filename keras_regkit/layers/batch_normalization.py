@@ -8,29 +8,10 @@ import keras
 from keras import constraints, initializers, ops, regularizers
 
 from keras_regkit import _validation as check
+from keras_regkit._distribution import replica_sum
 from keras_regkit.ops import normalization as bn
 
 _RENORM_CLIPPING_KEYS = ("rmax", "rmin", "dmax")
-
-
-def _replica_sum():
-    """A function that sums a tensor over the replicas in sync, or ``None``.
-
-    On the TensorFlow backend inside a ``tf.distribute`` replica context with
-    more than one replica, it is the replica context's all-reduce. On JAX, arrays
-    under ``keras.distribution`` are global, so plain reductions already span
-    every device and no hook is needed.
-    """
-    if keras.backend.backend() != "tensorflow":
-        return None
-    import tensorflow as tf
-
-    if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
-        return None
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync <= 1:
-        return None
-    return lambda tensor: context.all_reduce(tf.distribute.ReduceOp.SUM, tensor)
 
 
 @keras.saving.register_keras_serializable(package="keras_regkit")
@@ -331,7 +312,7 @@ class BatchNormalization(keras.layers.Layer):
 
     def _batch_moments(self, x, mask):
         axes = [a for a in range(len(x.shape)) if a != self._channel_axis]
-        all_reduce = _replica_sum() if self.synchronized else None
+        all_reduce = replica_sum() if self.synchronized else None
         if mask is None:
             return bn.moments(x, axes, all_reduce)
         weights = ops.expand_dims(ops.cast(mask, x.dtype), -1)
@@ -347,7 +328,7 @@ class BatchNormalization(keras.layers.Layer):
             grouped_mask, _ = bn.ghost_batches(ops.cast(mask, x.dtype), self.virtual_batch_size)
             weights = weights * ops.expand_dims(grouped_mask, -1)
         axes = [a for a in range(1, rank) if a != self._channel_axis + 1]
-        all_reduce = _replica_sum() if self.synchronized else None
+        all_reduce = replica_sum() if self.synchronized else None
         mean, variance, count = bn.weighted_moments(grouped, weights, axes, all_reduce)
         # Moving statistics move towards the size-weighted average of the groups' moments.
         group_axes = [0] + axes
