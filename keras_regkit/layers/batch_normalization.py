@@ -45,7 +45,9 @@ class BatchNormalization(keras.layers.Layer):
       deviations), which is more accurate than ``E[x^2] - E[x]^2``. With
       ``synchronized=False`` each replica normalizes with its own batch and the
       moving statistics become the mean of the replicas' updates (Keras's
-      variables would let the replicas' copies drift apart).
+      variables would let the replicas' copies drift apart). On JAX a batch
+      distributed with ``keras.distribution.DataParallel`` is one global array,
+      so the moments span the global batch with either setting (as in Keras).
     * ``fused``: on the TensorFlow backend, inputs of any rank with the channels
       last (viewed as ``(1, M, 1, C)``), and 3-D/4-D channels-first inputs, use
       TensorFlow's fused kernel when there is no renorm, no ghost batching, no
