@@ -18,6 +18,7 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
+from keras_regkit._distribution import ReplicaSeedGenerator
 from keras_regkit._validation import check_int
 from keras_regkit.augment.base import IMAGE, TEXT, AugmentOp, fold, serializable, spec_error
 
@@ -89,6 +90,7 @@ class Pipeline:
         self.jit_compile = jit_compile
         actual = self.seed if self.seed is not None else random.randrange(2**62)
         self._key = tf.constant([actual >> 31, actual & (2**31 - 1)], tf.int64)
+        self._input_pipeline = (0, 1)  # (input_pipeline_id, num_input_pipelines)
         self._generator = None
         self._apply_fn = tf.function(self._apply_ops, jit_compile=jit_compile,
                                      reduce_retracing=True)
@@ -137,8 +139,67 @@ class Pipeline:
         return self._apply_fn(images, labels, key, params)
 
     def batch_key(self, epoch, batch_index):
-        """The stateless key of batch ``batch_index`` in epoch ``epoch``."""
-        return fold(fold(self._key, tf.cast(epoch, tf.int64)), tf.cast(batch_index, tf.int64))
+        """The stateless key of batch ``batch_index`` in epoch ``epoch``.
+
+        For a pipeline made by :meth:`for_input_context`, ``batch_index`` counts this input
+        pipeline's batches; the key is that of the global batch
+        ``batch_index * num_input_pipelines + input_pipeline_id``.
+        """
+        pipeline_id, pipelines = self._input_pipeline
+        global_index = tf.cast(batch_index, tf.int64) * pipelines + pipeline_id
+        return fold(fold(self._key, tf.cast(epoch, tf.int64)), global_index)
+
+    def for_input_context(self, input_context) -> "Pipeline":
+        """This pipeline as one input pipeline of ``strategy.distribute_datasets_from_function``.
+
+        Input pipeline ``p`` of ``n`` (``input_context.input_pipeline_id`` and
+        ``input_context.num_input_pipelines``; one per worker) draws, for its local batch ``i``,
+        the key of global batch ``i * n + p``: the seed is folded with the input-pipeline id
+        through the batch index, so the workers' streams are distinct, and every worker's stream
+        is reproducible from the seed alone. Give worker ``p`` the batches ``p, p + n, ...`` of the
+        single-process batching, e.g. ``dataset.batch(b).shard(n, p)``; then the union over
+        workers is exactly the single-process stream ``pipeline(dataset.batch(b))``: its batch
+        ``k`` is local batch ``k // n`` of worker ``k % n``, epoch by epoch. Within a worker the
+        replicas take consecutive batches of the worker's dataset, so they differ too.
+
+        Example::
+
+            def dataset_fn(context):
+                batch = context.get_per_replica_batch_size(global_batch_size)
+                shard = examples.batch(batch).shard(context.num_input_pipelines,
+                                                    context.input_pipeline_id)
+                return pipeline.for_input_context(context)(shard)
+
+            dataset = strategy.distribute_datasets_from_function(dataset_fn)
+
+        Args:
+            input_context: a ``tf.distribute.InputContext`` (or any object with
+                ``input_pipeline_id`` and ``num_input_pipelines``).
+
+        Returns:
+            A new ``Pipeline`` with the same ops and seed.
+
+        Raises:
+            TypeError: if ``input_context`` lacks those attributes or they are not integers.
+            ValueError: if the pipeline has no seed (the workers would draw unrelated streams),
+                or the id is not in ``[0, num_input_pipelines)``.
+        """
+        if not all(hasattr(input_context, a) for a in ("input_pipeline_id", "num_input_pipelines")):
+            spec_error(OWNER, "input_context", "a tf.distribute.InputContext",
+                       type(input_context).__name__, TypeError)
+        pipelines = check_int(OWNER, "input_context.num_input_pipelines",
+                              input_context.num_input_pipelines, 1)
+        pipeline_id = check_int(OWNER, "input_context.input_pipeline_id",
+                                input_context.input_pipeline_id, 0)
+        if pipeline_id >= pipelines:
+            spec_error(OWNER, "input_context.input_pipeline_id",
+                       f"in [0, {pipelines}) (num_input_pipelines={pipelines})", pipeline_id)
+        if self.seed is None:
+            spec_error(OWNER, "seed", "an integer for for_input_context, so that every worker "
+                       "draws from the same stream", None)
+        shard = Pipeline(self.ops, self.seed, self.jit_compile)
+        shard._input_pipeline = (pipeline_id, pipelines)
+        return shard
 
     def augment(self, images, labels=None, epoch: int = 0, batch_index: int = 0):
         """Eagerly augments one batch exactly as the dataset path does for (epoch, batch_index)."""
@@ -221,7 +282,8 @@ class AugmentationLayer(keras.layers.Layer):
     """Runs an image ``Pipeline`` inside a model, in training only.
 
     In inference the layer only casts its input to the compute dtype. In training it augments each
-    batch with a key drawn from a ``keras.random.SeedGenerator``. On the TensorFlow backend the
+    batch with a key drawn from a ``keras.random.SeedGenerator`` (one that differs across
+    ``tf.distribute`` replicas). On the TensorFlow backend the
     TensorFlow kernels run in the model's graph; on other backends they run on the host through
     ``jax.pure_callback`` (the layer has no gradient, so put it first in the model). Ops that change
     labels (MixUp, CutMix, LabelSmoothing) cannot run inside a model; use them in ``tf.data``.
@@ -250,7 +312,7 @@ class AugmentationLayer(keras.layers.Layer):
                        [op.owner for op in pipeline.ops])
         self.pipeline = pipeline
         self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed_generator = ReplicaSeedGenerator(seed)
         self._eager_fn = None
 
     def compute_output_shape(self, input_shape):

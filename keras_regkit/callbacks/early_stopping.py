@@ -13,6 +13,7 @@ import numpy as np
 
 from keras.src.utils import io_utils
 
+from keras_regkit._distribution import is_chief, mean_over_workers, model_strategy
 from keras_regkit._validation import check_choice, check_int, check_number
 from keras_regkit.callbacks._fit_guard import FitGuard, find_callback_list
 from keras_regkit.stopping.prechelt import GeneralizationLoss, ProgressQuotient, UpStrips
@@ -104,7 +105,13 @@ class EarlyStopping(keras.callbacks.Callback):
       exception then propagates unchanged;
     * ``backup_path`` keeps the best weights on disk (atomically replaced at each
       improvement), so they survive a killed process;
-    * ``get_state``/``set_state`` to save and resume the callback's counters.
+    * ``get_state``/``set_state`` to save and resume the callback's counters;
+    * multi-worker training (``tf.distribute.MultiWorkerMirroredStrategy``, found in
+      scope or as ``model.distribute_strategy``): the monitored value (and the training
+      loss the criteria read) is averaged over the workers before every decision, so
+      every worker stops at the same epoch and restores the same weights even when
+      the logs it was given are its own; only the chief writes ``backup_path``. Every
+      worker must then call the callback at every epoch end with the same log keys.
 
     The snapshot of the best weights is one set of buffers (``tf.Variable`` on
     TensorFlow, NumPy arrays otherwise), allocated at the first improvement and
@@ -218,6 +225,7 @@ class EarlyStopping(keras.callbacks.Callback):
         self._rules_ready = False
         self._resume = False
         self._guard = FitGuard(self._on_fit_error)
+        self._strategy = None
         self._buffers: list[np.ndarray] | None = None
         self._snapshot_epoch: int | None = None
         self._reset_run()
@@ -349,6 +357,7 @@ class EarlyStopping(keras.callbacks.Callback):
             self._reset_run()
         self._buffers = None
         self._snapshot_epoch = None
+        self._strategy = model_strategy(self.model)
         self._guard.install(self.model, find_callback_list(self))
 
     def on_epoch_end(self, epoch, logs=None):
@@ -380,7 +389,8 @@ class EarlyStopping(keras.callbacks.Callback):
                     f"loss) in the logs, got only: {', '.join(logs)}"
                 )
 
-        obs = self._tracker.update(epoch, float(current), logs)
+        logs = self._agreed_logs(logs)
+        obs = self._tracker.update(epoch, logs[self.monitor], logs)
         if obs.improved:
             if self.restore_best_weights:
                 self._snapshot(epoch)
@@ -410,6 +420,13 @@ class EarlyStopping(keras.callbacks.Callback):
         self.stop_message = message
         self.model.stop_training = True
 
+    def _agreed_logs(self, logs: Mapping[str, Any]) -> dict:
+        """``logs`` with the values the decisions read averaged over the workers (as floats)."""
+        read = {key for rule in self.rules for key in rule.required_keys}
+        keys = [self.monitor] + sorted(read - {self.monitor})
+        agreed = mean_over_workers(self._strategy, [logs[key] for key in keys])
+        return {**logs, **dict(zip(keys, agreed))}
+
     def _summary(self) -> str:
         where = f"Epoch {self.stopped_epoch + 1}: early stopping ({self.stop_reason}): "
         if self.restore_best_weights and self._snapshot_epoch is not None:
@@ -424,7 +441,7 @@ class EarlyStopping(keras.callbacks.Callback):
     def _snapshot(self, epoch: int) -> None:
         variables = self.model.weights
         fresh = self._buffers is None or len(self._buffers) != len(variables)
-        if keras.backend.backend() == "tensorflow":
+        if keras.backend.backend() == "tensorflow" and self._strategy is None:
             # One tf.Variable per weight, assigned in place: TensorFlow shares the
             # buffer and copies it on the next write (one device-side copy, no
             # transfer to host).
@@ -459,6 +476,8 @@ class EarlyStopping(keras.callbacks.Callback):
         return True
 
     def _write_backup(self) -> None:
+        if not is_chief(self._strategy):  # under multi-worker training only the chief writes
+            return
         folder, name = os.path.split(os.path.abspath(self.backup_path))
         stem = name[: -len(".weights.h5")]
         temporary = os.path.join(folder, f".{stem}.tmp{os.getpid()}.weights.h5")

@@ -21,6 +21,7 @@ one mini-batch of Algorithm 2.
 
 from __future__ import annotations
 
+import threading
 from typing import Iterable, Optional, Union
 
 import keras
@@ -28,7 +29,8 @@ import numpy as np
 from keras import ops
 
 from keras_regkit import _validation as check
-from keras_regkit.layers.batch_normalization import BatchNormalization, _replica_sum
+from keras_regkit._distribution import model_strategy, replica_sum
+from keras_regkit.layers.batch_normalization import BatchNormalization
 from keras_regkit.ops import normalization as bn
 
 _BN_TYPES = (BatchNormalization, keras.layers.BatchNormalization)
@@ -39,23 +41,25 @@ def batch_normalization_layers(model: keras.Model) -> list:
     return [layer for layer in model._flatten_layers(include_self=False, recursive=True) if isinstance(layer, _BN_TYPES)]
 
 
-class _Accumulator:
-    """Sums of batch means and unbiased batch variances for one layer (float64)."""
-
-    def __init__(self):
-        self.mean_sum = 0.0
-        self.variance_sum = 0.0
-        self.batches = 0
-
-    def add(self, means, variances):
-        """Adds ``(batches, channels)`` arrays of per-batch moments."""
-        self.mean_sum = self.mean_sum + means.sum(axis=0)
-        self.variance_sum = self.variance_sum + variances.sum(axis=0)
-        self.batches += means.shape[0]
+# The per-layer sums recorded by the layers' replacement calls during one forward pass,
+# kept per thread: MirroredStrategy traces each replica's forward pass in its own thread.
+_pending = threading.local()
 
 
-def _batch_statistics_call(layer, accumulator: _Accumulator):
-    """A replacement for ``layer.call`` that records moments and uses batch statistics."""
+def _record(index: int, sums) -> None:
+    _pending.calls.setdefault(index, []).append(sums)
+
+
+def _batch_statistics_call(layer, index: int):
+    """A replacement for ``layer.call`` that records moments and uses batch statistics.
+
+    Each call records, for layer ``index``, the sums over its (ghost) batches of the
+    batch means and of the unbiased batch variances, and the number of batches
+    (groups with at least one example). Under a ``tf.distribute`` strategy, a
+    synchronized layer's moments are those of the global batch (all-reduced, the
+    same on every replica); an unsynchronized layer's per-replica sums are added
+    over the replicas, so each replica's batch is one mini-batch of Algorithm 2.
+    """
 
     def call(inputs, training=None, mask=None):
         dtype = keras.backend.result_type(inputs.dtype, "float32")
@@ -64,24 +68,31 @@ def _batch_statistics_call(layer, accumulator: _Accumulator):
         axis = layer.axis % rank
         channels = x.shape[axis]
         virtual = getattr(layer, "virtual_batch_size", None)
-        all_reduce = _replica_sum() if layer.synchronized else None
+        all_reduce = replica_sum()
         weights = ops.ones((), dtype) if mask is None else ops.expand_dims(ops.cast(mask, dtype), -1)
         if virtual is None:
-            grouped, group_weights, channel_axis = ops.expand_dims(x, 0), ops.expand_dims(weights, 0), axis + 1
+            grouped, group_weights = ops.expand_dims(x, 0), ops.expand_dims(weights, 0)
         else:
             grouped, valid = bn.ghost_batches(x, virtual)
             group_weights = ops.reshape(valid, ops.shape(valid) + (1,) * (rank - 1))
             if mask is not None:
                 grouped_mask, _ = bn.ghost_batches(ops.cast(mask, dtype), virtual)
                 group_weights = group_weights * ops.expand_dims(grouped_mask, -1)
-            channel_axis = axis + 1
+        channel_axis = axis + 1
         axes = [a for a in range(1, rank + 1) if a != channel_axis]
-        mean, variance, count = bn.weighted_moments(grouped, group_weights, axes, all_reduce)
-        unbiased = bn.bessel_correction(variance, count)
-        accumulator.add(
-            ops.convert_to_numpy(ops.reshape(mean, (-1, channels))).astype("float64"),
-            ops.convert_to_numpy(ops.reshape(unbiased, (-1, channels))).astype("float64"),
+        mean, variance, count = bn.weighted_moments(
+            grouped, group_weights, axes, all_reduce if layer.synchronized else None
         )
+        unbiased = bn.bessel_correction(variance, count)
+        present = ops.cast(ops.reshape(count, (-1, channels)) > 0, dtype)  # empty groups count for nothing
+        sums = (
+            ops.sum(present * ops.reshape(mean, (-1, channels)), axis=0),
+            ops.sum(present * ops.reshape(unbiased, (-1, channels)), axis=0),
+            ops.max(ops.sum(present, axis=0)),
+        )
+        if all_reduce is not None and not layer.synchronized:
+            sums = tuple(all_reduce(value) for value in sums)
+        _record(index, sums)
         shape = [1] * (rank + 1)
         shape[channel_axis] = channels
         gamma = None if layer.gamma is None else ops.reshape(ops.cast(layer.gamma, dtype), shape)
@@ -93,7 +104,26 @@ def _batch_statistics_call(layer, accumulator: _Accumulator):
     return call
 
 
-def _batches(dataset, steps: Optional[int]):
+def _forward(model, layers, x):
+    """Runs ``model`` on ``x``; returns each layer's ``(mean sum, variance sum, batches)``."""
+    _pending.calls = {}
+    try:
+        model(x, training=False)
+        calls = _pending.calls
+    finally:
+        del _pending.calls
+    sums = []
+    for index, layer in enumerate(layers):
+        recorded = calls.get(index)
+        if recorded is None:  # the layer is not on this input's path
+            zeros = ops.zeros((layer.moving_mean.shape[0],), "float32")
+            sums.append((zeros, zeros, ops.zeros((), "float32")))
+        else:
+            sums.append(tuple(sum(ops.cast(c[k], "float32") for c in recorded) for k in range(3)))
+    return sums
+
+
+def _check_dataset(dataset, steps: Optional[int]) -> None:
     if isinstance(dataset, np.ndarray) or hasattr(dataset, "dtype"):
         raise TypeError(
             "recompute_batch_statistics: dataset must be a tf.data.Dataset or an iterable of "
@@ -101,12 +131,43 @@ def _batches(dataset, steps: Optional[int]):
             "e.g. tf.data.Dataset.from_tensor_slices(x).batch(64)"
         )
     cardinality = getattr(dataset, "cardinality", None)
-    if steps is None and cardinality is not None and int(cardinality()) == -1:  # tf.data.INFINITE_CARDINALITY
+    if steps is None and callable(cardinality) and int(cardinality()) == -1:  # tf.data.INFINITE_CARDINALITY
         raise ValueError("recompute_batch_statistics: steps must be given for an infinite dataset, got None")
-    for index, batch in enumerate(dataset):
+
+
+def _inputs(batches, steps: Optional[int]):
+    for index, batch in enumerate(batches):
         if steps is not None and index >= steps:
             break
         yield batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+def _local_sums(model, layers, dataset, steps):
+    """Per-batch sums on this process, one device (the single-device path)."""
+    _check_dataset(dataset, steps)
+    for x in _inputs(dataset, steps):
+        yield _forward(model, layers, x)
+
+
+def _distributed_sums(strategy, model, layers, dataset, steps):
+    """Per-global-batch sums under ``strategy``: each replica runs its part of each batch."""
+    import tensorflow as tf
+
+    if isinstance(dataset, tf.data.Dataset):
+        _check_dataset(dataset, steps)
+        dataset = strategy.experimental_distribute_dataset(dataset)
+    elif not isinstance(dataset, tf.distribute.DistributedDataset):
+        raise TypeError(
+            "recompute_batch_statistics: under a tf.distribute strategy with "
+            f"{strategy.num_replicas_in_sync} replicas, dataset must be a tf.data.Dataset of "
+            "global batches or a distributed dataset (strategy.experimental_distribute_dataset, "
+            f"strategy.distribute_datasets_from_function), got {type(dataset).__name__}"
+        )
+    step = tf.function(lambda x: strategy.run(lambda part: _forward(model, layers, part), args=(x,)),
+                       reduce_retracing=True)
+    for x in _inputs(dataset, steps):
+        # Every replica holds the same (all-reduced) sums: read this process's first one.
+        yield tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], step(x))
 
 
 def recompute_batch_statistics(model: keras.Model, dataset, steps: Optional[int] = None) -> int:
@@ -120,21 +181,37 @@ def recompute_batch_statistics(model: keras.Model, dataset, steps: Optional[int]
     equally; ``m`` is the number of values in that batch's moments, so a smaller
     last batch gets its own correction). Renorm layers also get a consistent
     ``moving_stddev = sqrt(moving_variance + epsilon)``. The model's weights and
-    the dataset are left as they were.
+    the dataset are left as they were; a layer that no batch reached keeps its
+    statistics.
+
+    Under a ``tf.distribute`` strategy (the one in scope, else
+    ``model.distribute_strategy``) with more than one replica, every replica
+    runs its part of each global batch and the moments are aggregated across
+    replicas, so every replica and every worker gets the same statistics: a
+    synchronized layer's batch is the global batch (the result equals a
+    single-device recomputation on the global batches), an unsynchronized
+    layer's batches are the per-replica batches (the result equals a
+    single-device recomputation on those). On JAX, arrays under
+    ``keras.distribution`` are global: the moments always span the global batch.
 
     Args:
         model: A built Keras model.
         dataset: A ``tf.data.Dataset`` or any iterable of batches; elements are
-            ``x`` or tuples whose first item is ``x``.
-        steps: Number of batches to use; None runs the whole (finite) dataset.
+            ``x`` or tuples whose first item is ``x``. Under a strategy, a
+            ``tf.data.Dataset`` of global batches (distributed with
+            ``strategy.experimental_distribute_dataset``) or an already
+            distributed dataset.
+        steps: Number of (global) batches to use; None runs the whole (finite)
+            dataset.
 
     Returns:
-        The number of batches that were run.
+        The number of (global) batches that were run.
 
     Raises:
         ValueError: If ``steps`` < 1, the dataset is infinite and ``steps`` is
             None, the model has no BatchNormalization layer, or no batch came.
-        TypeError: If ``dataset`` is a bare array rather than batches.
+        TypeError: If ``dataset`` is a bare array rather than batches, or, under
+            a strategy, neither a ``tf.data.Dataset`` nor a distributed dataset.
 
     Reference:
         Ioffe & Szegedy, "Batch Normalization", ICML 2015, Algorithm 2;
@@ -146,22 +223,28 @@ def recompute_batch_statistics(model: keras.Model, dataset, steps: Optional[int]
     layers = batch_normalization_layers(model)
     if not layers:
         raise ValueError(f"{owner}: model {model.name!r} has no BatchNormalization layer")
-    accumulators = [_Accumulator() for _ in layers]
-    for layer, accumulator in zip(layers, accumulators):
-        layer.__dict__["call"] = _batch_statistics_call(layer, accumulator)
+    for index, layer in enumerate(layers):
+        layer.__dict__["call"] = _batch_statistics_call(layer, index)
+    strategy = model_strategy(model)
+    totals = [np.zeros((3, layer.moving_mean.shape[0]), "float64") for layer in layers]
     count = 0
     try:
-        for x in _batches(dataset, steps):
-            model(x, training=False)
+        batches = (_local_sums(model, layers, dataset, steps) if strategy is None
+                   else _distributed_sums(strategy, model, layers, dataset, steps))
+        for sums in batches:
+            for total, layer_sums in zip(totals, sums):
+                for row, value in zip(total, layer_sums):
+                    row += ops.convert_to_numpy(value)  # the batch count broadcasts over channels
             count += 1
     finally:
         for layer in layers:
             del layer.__dict__["call"]
     if count == 0:
         raise ValueError(f"{owner}: dataset yielded no batch")
-    for layer, accumulator in zip(layers, accumulators):
-        mean = accumulator.mean_sum / accumulator.batches
-        variance = accumulator.variance_sum / accumulator.batches
+    for layer, (mean_sum, variance_sum, groups) in zip(layers, totals):
+        if groups[0] == 0:  # no batch reached this layer: its statistics stay as they are
+            continue
+        mean, variance = mean_sum / groups, variance_sum / groups
         layer.moving_mean.assign(mean.astype("float32"))
         layer.moving_variance.assign(variance.astype("float32"))
         if layer.renorm:

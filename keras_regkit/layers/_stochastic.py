@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 
 from keras_regkit import _validation
+from keras_regkit._distribution import ReplicaSeedGenerator
 
 
 def check_data_format(owner: str, data_format: str | None) -> str:
@@ -29,7 +30,7 @@ class ScheduledRateMixin:
     def _init_rate(self, rate: float, seed) -> None:
         rate = _validation.check_range(type(self).__name__, "rate", rate, 0.0, 1.0)
         self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed_generator = ReplicaSeedGenerator(seed)
         self.rate_variable = self.add_weight(
             name="rate",
             shape=(),

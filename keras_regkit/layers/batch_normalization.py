@@ -8,29 +8,10 @@ import keras
 from keras import constraints, initializers, ops, regularizers
 
 from keras_regkit import _validation as check
+from keras_regkit._distribution import replica_sum
 from keras_regkit.ops import normalization as bn
 
 _RENORM_CLIPPING_KEYS = ("rmax", "rmin", "dmax")
-
-
-def _replica_sum():
-    """A function that sums a tensor over the replicas in sync, or ``None``.
-
-    On the TensorFlow backend inside a ``tf.distribute`` replica context with
-    more than one replica, it is the replica context's all-reduce. On JAX, arrays
-    under ``keras.distribution`` are global, so plain reductions already span
-    every device and no hook is needed.
-    """
-    if keras.backend.backend() != "tensorflow":
-        return None
-    import tensorflow as tf
-
-    if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
-        return None
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync <= 1:
-        return None
-    return lambda tensor: context.all_reduce(tf.distribute.ReduceOp.SUM, tensor)
 
 
 @keras.saving.register_keras_serializable(package="keras_regkit")
@@ -64,7 +45,9 @@ class BatchNormalization(keras.layers.Layer):
       deviations), which is more accurate than ``E[x^2] - E[x]^2``. With
       ``synchronized=False`` each replica normalizes with its own batch and the
       moving statistics become the mean of the replicas' updates (Keras's
-      variables would let the replicas' copies drift apart).
+      variables would let the replicas' copies drift apart). On JAX a batch
+      distributed with ``keras.distribution.DataParallel`` is one global array,
+      so the moments span the global batch with either setting (as in Keras).
     * ``fused``: on the TensorFlow backend, inputs of any rank with the channels
       last (viewed as ``(1, M, 1, C)``), and 3-D/4-D channels-first inputs, use
       TensorFlow's fused kernel when there is no renorm, no ghost batching, no
@@ -331,7 +314,7 @@ class BatchNormalization(keras.layers.Layer):
 
     def _batch_moments(self, x, mask):
         axes = [a for a in range(len(x.shape)) if a != self._channel_axis]
-        all_reduce = _replica_sum() if self.synchronized else None
+        all_reduce = replica_sum() if self.synchronized else None
         if mask is None:
             return bn.moments(x, axes, all_reduce)
         weights = ops.expand_dims(ops.cast(mask, x.dtype), -1)
@@ -347,7 +330,7 @@ class BatchNormalization(keras.layers.Layer):
             grouped_mask, _ = bn.ghost_batches(ops.cast(mask, x.dtype), self.virtual_batch_size)
             weights = weights * ops.expand_dims(grouped_mask, -1)
         axes = [a for a in range(1, rank) if a != self._channel_axis + 1]
-        all_reduce = _replica_sum() if self.synchronized else None
+        all_reduce = replica_sum() if self.synchronized else None
         mean, variance, count = bn.weighted_moments(grouped, weights, axes, all_reduce)
         # Moving statistics move towards the size-weighted average of the groups' moments.
         group_axes = [0] + axes

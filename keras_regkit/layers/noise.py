@@ -12,6 +12,7 @@ from typing import Sequence
 import keras
 
 from keras_regkit import _validation
+from keras_regkit._distribution import ReplicaSeedGenerator
 from keras_regkit.layers.dropout import _check_noise_shape
 from keras_regkit.ops import dropout as dropout_ops
 
@@ -50,7 +51,7 @@ class GaussianDropout(_NoiseLayer):
         super().__init__(**kwargs)
         self.rate = _validation.check_range("GaussianDropout", "rate", rate, 0.0, 1.0)
         self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed_generator = ReplicaSeedGenerator(seed)
         self.supports_masking = True
         self.built = True
 
@@ -93,7 +94,7 @@ class GaussianNoise(_NoiseLayer):
         super().__init__(**kwargs)
         self.stddev = _validation.check_range("GaussianNoise", "stddev", stddev, 0.0, None)
         self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed_generator = ReplicaSeedGenerator(seed)
         self.supports_masking = True
         self.built = True
 
@@ -144,7 +145,7 @@ class AlphaDropout(_NoiseLayer):
         self.rate = _validation.check_range("AlphaDropout", "rate", rate, 0.0, 1.0)
         self.noise_shape = _check_noise_shape("AlphaDropout", noise_shape)
         self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed_generator = ReplicaSeedGenerator(seed)
         self.supports_masking = True
         self.built = True
 

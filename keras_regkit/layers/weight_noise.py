@@ -14,6 +14,7 @@ import keras
 from keras import ops
 
 from keras_regkit import _validation
+from keras_regkit._distribution import ReplicaSeedGenerator
 from keras_regkit.layers._stochastic import ScheduledRateMixin
 from keras_regkit.ops import dropout as dropout_ops
 
@@ -127,7 +128,7 @@ class WeightNoise(_KernelWrapper):
         super().__init__(_check_dense("WeightNoise", layer), **kwargs)
         self.stddev = _validation.check_range("WeightNoise", "stddev", stddev, 0.0, None)
         self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed_generator = ReplicaSeedGenerator(seed)
 
     def call(self, inputs, training=False):
         if not training or self.stddev == 0:

@@ -165,3 +165,31 @@ def test_preview_writes_png(tmp_path):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="preview: images must be an array"):
         A.preview(A.Pipeline([]), photos[0], str(tmp_path / "x.png"))
+
+
+def test_input_pipelines_split_the_single_process_stream():
+    """Pipeline p of n augments its local batch i as global batch i * n + p, epoch by epoch."""
+    ds, _, _ = source(n=80, batch=8)  # 10 batches
+    single = make(seed=11)(ds)
+    reference = [epoch(single), epoch(single)]
+    pipelines = 2
+    shards = []
+    for pipeline_id in range(pipelines):
+        context = tf.distribute.InputContext(pipelines, pipeline_id, num_replicas_in_sync=2)
+        shard = make(seed=11).for_input_context(context)(ds.shard(pipelines, pipeline_id))
+        shards.append([epoch(shard), epoch(shard)])
+    for e in range(2):
+        union = [shards[k % pipelines][e][k // pipelines] for k in range(len(reference[e]))]
+        assert same(union, reference[e])
+    assert not same(shards[0][0], shards[1][0])
+    assert not same(reference[0], reference[1])
+
+
+def test_for_input_context_errors():
+    context = tf.distribute.InputContext(2, 1)
+    with pytest.raises(ValueError, match="seed"):
+        make(seed=None).for_input_context(context)
+    with pytest.raises(TypeError, match="input_context"):
+        make().for_input_context(1)
+    with pytest.raises(ValueError, match="input_pipeline_id"):
+        make().for_input_context(tf.distribute.InputContext(2, 2))
