@@ -216,7 +216,7 @@ def main() -> None:
     if args.only in (None, "cifar"):
         cifar(repeats, 100 if args.quick else 200)
     if args.only in (None, "imagenet"):
-        imagenet(repeats, 6 if args.quick else 10)
+        imagenet(repeats, 20 if args.quick else 40)
     if args.only in (None, "text"):
         text(repeats, 10 if args.quick else 20)
 
