@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import textwrap
 import warnings
 
@@ -326,9 +327,11 @@ class Raise(keras.callbacks.Callback):
 
     def _raise(self):
         if self.error == "sigint":
-            os.kill(os.getpid(), signal.SIGINT)
-            for _ in range(1000):  # the signal is delivered at the next bytecode
-                pass
+            # raise_signal targets this (main) thread, so Python's handler runs right after; the
+            # bounded wait covers interpreters that defer it to a later check.
+            signal.raise_signal(signal.SIGINT)
+            for _ in range(2000):
+                time.sleep(0.001)
         raise self.error
 
 
