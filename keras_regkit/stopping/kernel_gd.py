@@ -13,11 +13,12 @@ is diagonal in the eigenbasis of ``K / m = U diag(lambda) U^T``: with
 * the training mean squared error is ``mean(rho_t^2 b^2)``.
 
 So one ``O(m^3)`` eigendecomposition gives ``f_t`` at any ``t`` for ``O(m)`` (training
-error) or ``O(m^2)`` (coefficients) more. ``log rho_t`` is accumulated exactly
-(``log1p``) for the few eigenvalues with ``gamma_0 lambda > 0.05``; for all others
-``log rho_t(lambda) = -sum_j lambda^j P_j(t) / j`` with the scalar power sums
-``P_j(t) = sum_{k<t} gamma_k^j``, truncated where the remainder is below 1e-17
-relative, so a batch of ``t`` costs one small matrix product.
+error) or ``O(m^2)`` (coefficients) more. With constant steps (``theta = 0``)
+``rho_t = (1 - gamma lambda)^t`` in closed form, for any ``t``. With decaying steps,
+``log rho_t`` is accumulated exactly (``log1p``) for the few eigenvalues with
+``gamma_0 lambda > 0.05``; for all others ``log rho_t(lambda) = -sum_j lambda^j P_j(t) / j``
+with the scalar power sums ``P_j(t) = sum_{k<t} gamma_k^j``, truncated where the
+remainder is below 1e-17 relative, so a batch of ``t`` costs one small matrix product.
 
 References:
     Y. Yao, L. Rosasco, A. Caponnetto, "On Early Stopping in Gradient Descent
@@ -36,6 +37,7 @@ from __future__ import annotations
 import inspect
 import math
 import warnings
+from types import SimpleNamespace
 from typing import Callable
 
 import numpy as np
@@ -200,25 +202,68 @@ class KernelGradientDescent:
         self.noise_level_: float | None = None
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X, y, max_iter: int = 100, rule: str | None = None, **rule_kwargs):
+    def fit(self, X, y, max_iter: int = 100, rule: str | None = None,
+            reuse: "KernelGradientDescent | None" = None, **rule_kwargs):
         """Diagonalizes the kernel matrix and prepares the path for ``t = 0..max_iter``.
 
         Args:
             X: training inputs, shape ``(m, d)`` or ``(m,)``.
             y: targets, shape ``(m,)`` or ``(m, k)``.
-            max_iter: last iteration of the path, ``>= 1``.
+            max_iter: last iteration of the path, ``>= 1``. With ``theta = 0`` the path
+                costs nothing per iteration, so large values are free; with
+                ``theta > 0`` memory grows as ``max_iter`` times ~16 floats.
             rule: optional stopping rule to run at once (see the class docstring).
+            reuse: a model already fitted on the same ``X`` with the same kernel
+                object; its eigendecomposition is reused (and its step-size sums when
+                ``theta``, ``kappa`` and ``max_iter`` also agree), so that fitting other
+                targets or step sizes on the same inputs costs no new ``O(m^3)``.
             **rule_kwargs: arguments of that rule.
 
         Returns:
             ``self``.
 
         Raises:
-            ValueError: see the class docstring.
+            ValueError: see the class docstring; ``reuse`` fitted on other inputs.
         """
         inputs = as_2d(_OWNER, "X", X)
         targets = _targets(_OWNER, y, inputs.shape[0])
         max_iter = check_int(_OWNER, "max_iter", max_iter, minimum=1)
+        if reuse is not None:
+            if not (isinstance(reuse, KernelGradientDescent) and hasattr(reuse, "_vectors")
+                    and reuse.kernel is self.kernel and np.array_equal(reuse.X_, inputs)):
+                raise ValueError(f"{_OWNER}: reuse must be a model fitted on the same X with the "
+                                 f"same kernel object, got {reuse!r}")
+            eigenvalues, eigenvectors, diagonal = reuse.eigenvalues_, reuse._vectors, reuse._diagonal
+        else:
+            eigenvalues, eigenvectors, diagonal = self._decompose(inputs)
+        kappa = math.sqrt(diagonal) if self.kappa is None else self.kappa
+        if kappa <= 0.0:
+            raise ValueError(f"{_OWNER}: kappa must be > 0, got {kappa!r} "
+                             "(the kernel matrix has a zero diagonal)")
+        top = float(eigenvalues[-1])
+        if top / kappa**2 > 2.0:
+            raise ValueError(f"{_OWNER}: kappa must satisfy gamma_0 * lambda_max(K/m) <= 2 for "
+                             f"the iteration to converge, got kappa={kappa!r} with "
+                             f"gamma_0 * lambda_max = {top / kappa**2:.3g}")
+
+        self.X_, self.y_, self.m_ = inputs, targets, inputs.shape[0]
+        self.kappa_, self.max_iter_ = kappa, max_iter
+        self.eigenvalues_, self._vectors, self._diagonal = eigenvalues, eigenvectors, diagonal
+        self._projected = eigenvectors.T @ targets
+        if (reuse is not None and reuse.theta == self.theta and reuse.kappa_ == kappa
+                and reuse.max_iter_ == max_iter):
+            self._steps, self._path = reuse._steps, reuse._path
+        else:
+            count = 1 if self.theta == 0.0 else max_iter
+            self._steps = yao_step_size(np.arange(count), kappa, self.theta)
+            self._path = self._prepare_path(self._steps, eigenvalues)
+        self.stopping_time_, self.rule_, self.noise_level_ = max_iter, None, None
+        if rule is not None:
+            self.select(rule, **rule_kwargs)
+        return self
+
+    def _decompose(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """Eigenvalues (clipped at 0) and eigenvectors of ``K/m``, and ``max K(x_i, x_i)``."""
         m = inputs.shape[0]
         gram = np.asarray(self.kernel(inputs, inputs), dtype=np.float64)
         if gram.shape != (m, m) or not np.all(np.isfinite(gram)):
@@ -235,51 +280,39 @@ class KernelGradientDescent:
             raise ValueError(f"{_OWNER}: the kernel matrix must be positive semi-definite, "
                              f"got smallest eigenvalue of K/m = {eigenvalues[0]:.3g} "
                              f"(largest {top:.3g})")
-        kappa = math.sqrt(float(np.max(np.diag(gram)))) if self.kappa is None else self.kappa
-        if kappa <= 0.0:
-            raise ValueError(f"{_OWNER}: kappa must be > 0, got {kappa!r} "
-                             "(the kernel matrix has a zero diagonal)")
-        eigenvalues = np.maximum(eigenvalues, 0.0)
-        steps = yao_step_size(np.arange(max_iter), kappa, self.theta)
-        if steps[0] * top > 2.0:
-            raise ValueError(f"{_OWNER}: kappa must satisfy gamma_0 * lambda_max(K/m) <= 2 for "
-                             f"the iteration to converge, got kappa={kappa!r} with "
-                             f"gamma_0 * lambda_max = {steps[0] * top:.3g}")
+        return np.maximum(eigenvalues, 0.0), eigenvectors, float(np.max(np.diag(gram)))
 
-        self.X_, self.y_, self.m_ = inputs, targets, m
-        self.kappa_, self.max_iter_, self.steps_ = kappa, max_iter, steps
-        self.eigenvalues_, self._vectors = eigenvalues, eigenvectors
-        self._projected = eigenvectors.T @ targets
-        self._prepare_path(steps, eigenvalues)
-        self.stopping_time_, self.rule_, self.noise_level_ = max_iter, None, None
-        if rule is not None:
-            self.select(rule, **rule_kwargs)
-        return self
-
-    def _prepare_path(self, steps: np.ndarray, eigenvalues: np.ndarray) -> None:
-        """Cumulative sums from which ``log |rho_t(lambda)|`` and its sign follow."""
+    def _prepare_path(self, steps: np.ndarray, eigenvalues: np.ndarray) -> SimpleNamespace:
+        """What ``log |rho_t(lambda)|``, its sign and ``sum_{k<t} gamma_k`` are computed from."""
         x = steps[0] * eigenvalues
-        self._head = np.flatnonzero(x > _HEAD)
-        self._tail = np.flatnonzero(x <= _HEAD)
-        tail_max = float(np.max(x[self._tail])) if self._tail.size else 0.0
+        if self.theta == 0.0:
+            # Constant steps: rho_t(lambda) = (1 - gamma lambda)^t in closed form, any t.
+            with np.errstate(divide="ignore"):
+                log_factor = np.where(x < 1.0, np.log1p(-np.minimum(x, 1.0)),
+                                      np.log(np.abs(1.0 - x)))
+            return SimpleNamespace(log_factor=log_factor, negative_factor=x > 1.0)
+        head, tail = np.flatnonzero(x > _HEAD), np.flatnonzero(x <= _HEAD)
+        tail_max = float(np.max(x[tail])) if tail.size else 0.0
         terms = 1
         while tail_max > 0.0 and terms < 40 and (
             tail_max**terms / ((terms + 1) * (1.0 - tail_max)) > _SERIES_TOLERANCE
         ):
             terms += 1
         powers = steps[:, None] ** np.arange(1, terms + 1)[None, :]
-        self._power_sums = np.vstack([np.zeros((1, terms)), np.cumsum(powers, axis=0)])
-        tail_lambda = eigenvalues[self._tail]
         orders = np.arange(1, terms + 1)[:, None]
-        self._series = tail_lambda[None, :] ** orders / orders  # (terms, n_tail)
-        factors = 1.0 - steps[:, None] * eigenvalues[self._head][None, :]
+        factors = 1.0 - steps[:, None] * eigenvalues[head][None, :]
         with np.errstate(divide="ignore"):
-            logs = np.where(factors > 0.0,
-                            np.log1p(-steps[:, None] * eigenvalues[self._head][None, :]),
+            logs = np.where(factors > 0.0, np.log1p(-np.minimum(1.0 - factors, 1.0)),
                             np.log(np.abs(factors)))
-        zeros = np.zeros((1, self._head.size))
-        self._head_log = np.vstack([zeros, np.cumsum(logs, axis=0)])
-        self._head_negative = np.vstack([zeros, np.cumsum(factors < 0.0, axis=0)]) % 2 == 1
+        zeros = np.zeros((1, head.size))
+        return SimpleNamespace(
+            head=head,
+            tail=tail,
+            power_sums=np.vstack([np.zeros((1, terms)), np.cumsum(powers, axis=0)]),
+            series=eigenvalues[tail][None, :] ** orders / orders,  # (terms, n_tail)
+            head_log=np.vstack([zeros, np.cumsum(logs, axis=0)]),
+            head_negative=np.vstack([zeros, np.cumsum(factors < 0.0, axis=0)]) % 2 == 1,
+        )
 
     # ------------------------------------------------------------------ the path
     def _check_fitted(self) -> None:
@@ -293,25 +326,50 @@ class KernelGradientDescent:
                              f", got {t!r}")
         return times.astype(np.int64)
 
+    def step_sums(self, t) -> np.ndarray:
+        """``eta_t = sum_{k<t} gamma_k``, the effective inverse regularization at ``t``.
+
+        Args:
+            t: an iteration or an integer array of iterations in ``[0, max_iter]``.
+
+        Returns:
+            A float64 array of ``t``'s shape.
+        """
+        self._check_fitted()
+        times = self._times(t)
+        if self.theta == 0.0:
+            return times * self._steps[0]
+        return self._path.power_sums[times, 0]
+
+    def _log_residuals(self, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``log |rho_t(lambda_i)|`` and whether ``rho_t(lambda_i) < 0`` (rows: times)."""
+        path = self._path
+        if self.theta == 0.0:
+            with np.errstate(invalid="ignore"):  # 0 * log(0) at t = 0
+                logs = np.nan_to_num(times[:, None] * path.log_factor[None, :], nan=0.0)
+            negative = path.negative_factor[None, :] & (times[:, None] % 2 == 1)
+            return logs, negative
+        logs = np.empty((times.size, self.m_))
+        logs[:, path.tail] = -path.power_sums[times] @ path.series
+        logs[:, path.head] = path.head_log[times]
+        negative = np.zeros((times.size, self.m_), dtype=bool)
+        negative[:, path.head] = path.head_negative[times]
+        return logs, negative
+
     def _residual_factors(self, times: np.ndarray) -> np.ndarray:
         """``rho_t(lambda_i)`` for each ``t`` in ``times`` (rows) and eigenvalue (columns)."""
-        factors = np.empty((times.size, self.m_))
-        factors[:, self._tail] = np.exp(-self._power_sums[times] @ self._series)
-        head = np.exp(self._head_log[times])
-        factors[:, self._head] = np.where(self._head_negative[times], -head, head)
-        return factors
+        logs, negative = self._log_residuals(times)
+        magnitude = np.exp(logs)
+        return np.where(negative, -magnitude, magnitude)
 
     def _filters(self, times: np.ndarray) -> np.ndarray:
         """``g_t(lambda) = (1 - rho_t(lambda)) / lambda`` (``sum_{k<t} gamma_k`` at 0)."""
-        one_minus = np.empty((times.size, self.m_))
-        tail_log = -self._power_sums[times] @ self._series
-        one_minus[:, self._tail] = -np.expm1(tail_log)
-        head = np.exp(self._head_log[times])
-        one_minus[:, self._head] = 1.0 - np.where(self._head_negative[times], -head, head)
+        logs, negative = self._log_residuals(times)
+        one_minus = np.where(negative, 1.0 + np.exp(logs), -np.expm1(logs))
         positive = self.eigenvalues_ > 0.0
         safe = np.where(positive, self.eigenvalues_, 1.0)
         return np.where(positive[None, :], one_minus / safe[None, :],
-                        self._power_sums[times, :1])
+                        self.step_sums(times)[:, None])
 
     def _chunks(self, times: np.ndarray):
         size = max(1, _CHUNK_ELEMENTS // self.m_)
@@ -475,13 +533,13 @@ class KernelGradientDescent:
     def _select_raskutti(self, sigma: float | None = None) -> int:
         sigma = self._sigma(sigma)
         eigenvalues = self.eigenvalues_
-        eta = self._power_sums[:, 0]
 
         def exceeded(t: int) -> bool:
             if t == 0:
                 return False
-            complexity = math.sqrt(np.mean(np.minimum(eigenvalues, 1.0 / eta[t])))
-            return complexity > 1.0 / (2.0 * math.e * sigma * eta[t])
+            eta = float(self.step_sums(t))
+            complexity = math.sqrt(np.mean(np.minimum(eigenvalues, 1.0 / eta)))
+            return complexity > 1.0 / (2.0 * math.e * sigma * eta)
 
         # R(1/sqrt(eta)) * eta grows with eta, so the condition is monotone in t.
         t = self._first_true(exceeded)

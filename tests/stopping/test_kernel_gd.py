@@ -141,7 +141,7 @@ def test_raskutti_rule_matches_its_definition(rng):
     sigma = 0.2
     t_hat = model.select("raskutti", sigma=sigma)
     eigenvalues = np.maximum(model.eigenvalues_, 0)
-    eta = np.concatenate([[0.0], np.cumsum(model.steps_)])
+    eta = model.step_sums(np.arange(2001))
 
     def exceeded(t):
         return t > 0 and math.sqrt(np.mean(np.minimum(eigenvalues, 1 / eta[t]))) > 1 / (
@@ -245,3 +245,18 @@ def test_bad_rule_arguments(rng):
         model.predict(x, t=21)
     with pytest.raises(ValueError, match="call fit"):
         KernelGradientDescent(GaussianKernel()).predict(x, t=0)
+
+
+def test_reuse_shares_the_decomposition(rng):
+    x, y = data(rng, m=30)
+    kernel = GaussianKernel(0.3)
+    first = KernelGradientDescent(kernel, theta=0.5).fit(x, y, max_iter=200)
+    second = KernelGradientDescent(kernel, theta=0.5).fit(x, 2 * y, max_iter=200, reuse=first)
+    assert second._vectors is first._vectors and second._path is first._path
+    np.testing.assert_allclose(second.coefficients(150), 2 * first.coefficients(150), rtol=1e-12)
+    constant = KernelGradientDescent(kernel).fit(x, y, max_iter=10**9, reuse=first)
+    reference = numpy_recursion(kernel(x, x), y, 100, 0.0, 1.0)
+    np.testing.assert_allclose(constant.coefficients(100), reference[100], rtol=1e-8)
+    assert constant.training_mse(10**9) < constant.training_mse(100)  # any t, no storage
+    with pytest.raises(ValueError, match="reuse must be a model fitted on the same X"):
+        KernelGradientDescent(kernel).fit(x[:-1], y[:-1], reuse=first)
