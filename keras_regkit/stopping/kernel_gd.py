@@ -447,6 +447,32 @@ class KernelGradientDescent:
             return cross @ alpha
         return np.einsum("nm,tm...->tn...", cross, alpha)
 
+    def mse(self, X, y, t=None) -> np.ndarray:
+        """Mean squared difference between ``f_t(X)`` and ``y`` along the path.
+
+        Evaluated in chunks of iterations without storing the coefficients, so the
+        whole curve costs ``O(n m)`` per iteration after one ``O(n m^2)`` projection.
+
+        Args:
+            X: inputs, shape ``(n, d)`` or ``(n,)``.
+            y: values to compare with, shape ``(n,)`` or ``(n, k)`` like the targets.
+            t: integer array of iterations; ``None`` for every ``t`` in ``0..max_iter``.
+
+        Returns:
+            float64 array with one error per iteration.
+
+        Raises:
+            ValueError: not fitted, bad ``t``, mismatched ``X``/``y``.
+        """
+        self._check_fitted()
+        inputs = as_2d(_OWNER, "X", X)
+        targets = _targets(_OWNER, y, inputs.shape[0])
+        if targets.ndim != self._projected.ndim:
+            raise ValueError(f"{_OWNER}: y must have the shape of the training targets per row, "
+                             f"got {np.shape(y)}")
+        times = np.arange(self.max_iter_ + 1) if t is None else self._times(np.reshape(t, -1))
+        return np.concatenate([errors for _, errors in self._path_errors(inputs, targets, times)])
+
     def _path_errors(self, X, targets: np.ndarray, times: np.ndarray):
         """Mean squared differences between ``f_t(X)`` and ``targets``, lazily per chunk."""
         inputs = as_2d(_OWNER, "X", X)

@@ -260,3 +260,15 @@ def test_reuse_shares_the_decomposition(rng):
     assert constant.training_mse(10**9) < constant.training_mse(100)  # any t, no storage
     with pytest.raises(ValueError, match="reuse must be a model fitted on the same X"):
         KernelGradientDescent(kernel).fit(x[:-1], y[:-1], reuse=first)
+
+
+def test_mse_along_the_path(rng):
+    x, y = data(rng, m=40)
+    x_val, y_val = data(rng, m=15)
+    kernel = LaplacianKernel(0.3)
+    model = KernelGradientDescent(kernel, theta=0.5).fit(x, y, max_iter=120)
+    reference = numpy_recursion(kernel(x, x), y, 120, 0.5, 1.0) @ kernel(x_val, x).T
+    np.testing.assert_allclose(model.mse(x_val, y_val), np.mean((reference - y_val) ** 2, axis=1),
+                               rtol=1e-9)
+    np.testing.assert_allclose(model.mse(x, y, t=[0, 7]), model.training_mse(np.array([0, 7])),
+                               rtol=1e-9)
