@@ -258,6 +258,7 @@ class KernelGradientDescent:
             self._steps = yao_step_size(np.arange(count), kappa, self.theta)
             self._path = self._prepare_path(self._steps, eigenvalues)
         self.stopping_time_, self.rule_, self.noise_level_ = max_iter, None, None
+        self._estimated_sigma = None
         if rule is not None:
             self.select(rule, **rule_kwargs)
         return self
@@ -523,7 +524,9 @@ class KernelGradientDescent:
 
     def _sigma(self, sigma) -> float:
         if sigma is None:
-            sigma = estimate_noise_level(self.X_, self.y_)
+            if self._estimated_sigma is None:
+                self._estimated_sigma = estimate_noise_level(self.X_, self.y_)
+            sigma = self._estimated_sigma
             if sigma <= 0.0:
                 raise ValueError(f"{_OWNER}: the estimated noise level is {sigma!r}; pass sigma > 0")
         else:
