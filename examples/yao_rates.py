@@ -1,4 +1,4 @@
-"""Rates of early-stopped kernel gradient descent: Yao's a-priori time, the oracle, data-driven rules.
+"""Rates of early-stopped kernel gradient descent: Yao's a-priori time, oracle, data-driven rules.
 
 Setting (everything exact, no Monte-Carlo test set): inputs uniform on the torus
 [0, 1); the Sobolev kernel of order 1, ``K(x, x') = 1 + 2 sum_k k^-2 cos(2 pi k (x - x'))``,
@@ -92,7 +92,8 @@ def run_case(m: int, seed: int, rs, thetas, kernel, kernel2) -> list[dict]:
         coefficients = target_coefficients(r)
         f, f_val = features @ coefficients, features_val @ coefficients
         y, y_val = f + SIGMA * noise, f_val + SIGMA * noise_val
-        risk = exact_risk(gram2, features @ (coefficients * MODES**-2.0), coefficients @ coefficients)
+        smoothed = features @ (coefficients * MODES**-2.0)  # (L_K f_rho)(x_i)
+        risk = exact_risk(gram2, smoothed, coefficients @ coefficients)
         for theta in thetas:
             max_iter = 100 * m if theta == 0.0 else THETA_HALF_MAX_ITER
             model = KernelGradientDescent(kernel, theta=theta)

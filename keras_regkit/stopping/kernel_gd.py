@@ -233,7 +233,8 @@ class KernelGradientDescent:
                     and reuse.kernel is self.kernel and np.array_equal(reuse.X_, inputs)):
                 raise ValueError(f"{_OWNER}: reuse must be a model fitted on the same X with the "
                                  f"same kernel object, got {reuse!r}")
-            eigenvalues, eigenvectors, diagonal = reuse.eigenvalues_, reuse._vectors, reuse._diagonal
+            eigenvalues, eigenvectors = reuse.eigenvalues_, reuse._vectors
+            diagonal = reuse._diagonal
         else:
             eigenvalues, eigenvectors, diagonal = self._decompose(inputs)
         kappa = math.sqrt(diagonal) if self.kappa is None else self.kappa
@@ -528,7 +529,8 @@ class KernelGradientDescent:
                 self._estimated_sigma = estimate_noise_level(self.X_, self.y_)
             sigma = self._estimated_sigma
             if sigma <= 0.0:
-                raise ValueError(f"{_OWNER}: the estimated noise level is {sigma!r}; pass sigma > 0")
+                raise ValueError(f"{_OWNER}: the estimated noise level is {sigma!r}; "
+                                 "pass sigma > 0")
         else:
             sigma = check_range(_OWNER, "sigma", sigma, 0.0, None, low_inclusive=False)
         self.noise_level_ = float(sigma)

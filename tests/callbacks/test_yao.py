@@ -79,7 +79,8 @@ def test_schedule_in_a_saved_model(tmp_path):
     path = tmp_path / "model.keras"
     model.save(path)
     loaded = keras.saving.load_model(path, custom_objects={"half_mse": half_mse})
-    assert loaded.optimizer._learning_rate.get_config() == model.optimizer._learning_rate.get_config()
+    expected = model.optimizer._learning_rate.get_config()
+    assert loaded.optimizer._learning_rate.get_config() == expected
 
 
 @pytest.mark.parametrize("unit, r, expected", [("steps", 1.0, 3), ("epochs", 0.5, 4)])

@@ -204,7 +204,7 @@ def test_checkpoint_grid():
 ])
 def test_rejects_bad_kernel_matrices(gram, match):
     model = KernelGradientDescent(lambda a, b: gram)
-    with pytest.raises(ValueError, match=f"KernelGradientDescent: the kernel matrix must be {match}"):
+    with pytest.raises(ValueError, match=f"the kernel matrix must be {match}"):
         model.fit(np.zeros((2, 1)), np.zeros(2))
 
 
