@@ -30,6 +30,24 @@ With ``theta = 0.5`` the same amount of regularization needs about ``(t_0 / 2)^2
 iterations where constant steps need ``t_0``; the path is stored up to
 ``THETA_HALF_MAX_ITER`` iterations, and times clamped there are flagged with ``>=``.
 
+What the full sweep shows (3 seeds, medians; the numbers are deterministic):
+
+* Yao's ``t*(m)`` reproduces the bound's exponent: slopes -0.22 / -0.31 / -0.51 for
+  r = 0.3 / 0.5 / 1 with theta = 0 (-0.25 / -0.32 / -0.67 with theta = 0.5) against the
+  predicted -0.23 / -0.33 / -0.50. But it stops after 4-23 iterations (theta = 0) and its
+  risk at m = 3200 is 8-25x the oracle's: the a-priori rule is an upper-bound rule that
+  ignores the kernel's eigenvalue decay, so it is very conservative.
+* The oracle follows the capacity-dependent optimum ``2rb/(2rb+1)``: -0.55 / -0.60 / -0.70
+  against -0.55 / -0.67 / -0.80 (the gap grows with r over this range of m).
+* At m = 3200, relative to the oracle: hold-out 1.0-1.4x; Raskutti-Wainwright-Yu 1.0x
+  (r = 1), 3.0x (r = 0.5), 5-6x (r = 0.3) -- its time depends only on the eigenvalues and
+  sigma and assumes a unit RKHS norm, so it stops too early for rough or large targets;
+  the plain discrepancy principle 1.3-1.6x (r = 0.3), 3.1x (r = 0.5), 5.6x (r = 1): the
+  training error crosses sigma^2 slowly, so its stopping time varies by orders of
+  magnitude between seeds (also with the true sigma).
+* Runtime: about 80-110 s for the sweep on 2 shared CPU cores (the eigendecompositions at
+  m = 3200 dominate); quick mode about 5 s plus imports.
+
 Run: ``python examples/yao_rates.py [--quick] [--out DIR]``.
 """
 
