@@ -3,5 +3,14 @@
 from keras_regkit.callbacks.dropout_schedule import DropoutSchedule
 from keras_regkit.callbacks.early_stopping import EarlyStopping
 from keras_regkit.callbacks.population_statistics import PopulationStatistics, recompute_batch_statistics
+from keras_regkit.callbacks.yao import DiscrepancyStopping, YaoStepSchedule, YaoStoppingTime
 
-__all__ = ["DropoutSchedule", "EarlyStopping", "PopulationStatistics", "recompute_batch_statistics"]
+__all__ = [
+    "DiscrepancyStopping",
+    "DropoutSchedule",
+    "EarlyStopping",
+    "PopulationStatistics",
+    "YaoStepSchedule",
+    "YaoStoppingTime",
+    "recompute_batch_statistics",
+]

@@ -10,3 +10,22 @@ from keras_regkit.stopping.rules import (
     StoppingRule,
     StoppingThreshold,
 )
+from keras_regkit.stopping.kernel_gd import (
+    KernelGradientDescent,
+    checkpoint_grid,
+    estimate_noise_level,
+)
+from keras_regkit.stopping.kernels import (
+    FeatureMapKernel,
+    GaussianKernel,
+    LaplacianKernel,
+    SobolevTorusKernel,
+)
+from keras_regkit.stopping.yao import (
+    capacity_optimal_rate_exponent,
+    capacity_optimal_stopping_time,
+    yao_rate,
+    yao_rate_exponent,
+    yao_step_size,
+    yao_stopping_time,
+)
