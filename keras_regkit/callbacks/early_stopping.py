@@ -137,6 +137,7 @@ class EarlyStopping(keras.callbacks.Callback):
             (training stops when any of them says so).
         backup_path: a path ending in ``.weights.h5``; the best weights are
             written there at every improvement (temporary file, then rename).
+            Missing parent folders are created, as ``keras.callbacks.ModelCheckpoint`` does.
         strict: raise instead of warning when ``monitor`` is missing from the logs.
 
     Attributes:
@@ -480,6 +481,7 @@ class EarlyStopping(keras.callbacks.Callback):
             return
         folder, name = os.path.split(os.path.abspath(self.backup_path))
         stem = name[: -len(".weights.h5")]
+        os.makedirs(folder, exist_ok=True)
         temporary = os.path.join(folder, f".{stem}.tmp{os.getpid()}.weights.h5")
         self.model.save_weights(temporary)
         with open(temporary, "rb") as handle:

@@ -452,6 +452,18 @@ KILLED_RUN = textwrap.dedent(
 
 
 @pytest.mark.slow
+def test_backup_path_creates_missing_folders(tmp_path):
+    x, y = np.ones((8, 2), "float32"), np.ones((8, 1), "float32")
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    path = tmp_path / "runs" / "a" / "best.weights.h5"
+    es = EarlyStopping(monitor="loss", backup_path=path)
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[es])
+    restored = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    restored.load_weights(path)
+    assert os.listdir(path.parent) == ["best.weights.h5"]
+
+
 def test_backup_survives_sigkill(tmp_path):
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.Popen(
