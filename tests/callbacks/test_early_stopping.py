@@ -327,11 +327,16 @@ class Raise(keras.callbacks.Callback):
 
     def _raise(self):
         if self.error == "sigint":
-            # raise_signal targets this (main) thread, so Python's handler runs right after; the
-            # bounded wait covers interpreters that defer it to a later check.
-            signal.raise_signal(signal.SIGINT)
-            for _ in range(2000):
-                time.sleep(0.001)
+            # Re-arm Python's own handler at the C level (a native library loaded by an earlier
+            # test may have taken SIGINT over), then deliver the signal to this (main) thread:
+            # Python's handler raises KeyboardInterrupt as raise_signal returns.
+            previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+            try:
+                signal.raise_signal(signal.SIGINT)
+                for _ in range(2000):
+                    time.sleep(0.001)
+            finally:
+                signal.signal(signal.SIGINT, previous)
         raise self.error
 
 
