@@ -22,10 +22,12 @@ def _run(args, tmp_path, extra_path=None, timeout=300):
 
 
 @pytest.mark.slow
-def test_quick_demo_prints_table_and_writes_plots(tmp_path):
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_quick_demo_prints_table_and_writes_plots(tmp_path, backend):
     out = tmp_path / "out"
-    result = _run(["--quick", "--out", str(out)], tmp_path)
+    result = _run(["--quick", "--out", str(out), "--backend", backend], tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
+    assert f"backend {backend}," in result.stdout
     for name, _ in demo.VARIANTS:
         assert f"| {name} |" in result.stdout
     for file in ("learning_curves.png", "augmentation_preview.png", "results.md", "results.json"):
