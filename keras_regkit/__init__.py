@@ -6,6 +6,8 @@ Sub-packages:
     callbacks: ``keras.callbacks.Callback`` subclasses (EarlyStopping, population statistics, ...).
     stopping:  stopping rules and the Yao–Rosasco–Caponnetto theory.
     augment:   ``tf.data`` augmentation pipelines for images and text (import it explicitly).
+    local_cluster: run a multi-worker ``tf.distribute`` program as local processes.
+    demo:      the main job, ``python -m keras_regkit.demo``.
 """
 
 from keras_regkit import callbacks, layers, ops, stopping
