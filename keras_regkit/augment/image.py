@@ -503,9 +503,19 @@ class RandomErasing(AugmentOp):
 
 # -------------------------------------------------------------------------------------- colour
 class _FactorOp(AugmentOp):
-    """An op with one per-example factor drawn uniformly from ``factor_range``."""
+    """An op with one per-example factor drawn uniformly from the range ``factor``.
 
+    Subclasses set ``identity`` (the factor that leaves an image unchanged, also the centre of a
+    single-number ``factor``), ``bounds`` (the allowed factor range) and ``needs_rgb``.
+    """
+
+    identity = 1.0
+    bounds = (0.0, None)
     needs_rgb = False
+
+    def __init__(self, factor=0.2, p: float = 1.0):
+        super().__init__(p)
+        self.factor = _sym(self.owner, "factor", factor, *self.bounds, center=self.identity)
 
     def output_spec(self, images, labels):
         if self.needs_rgb:
@@ -514,8 +524,11 @@ class _FactorOp(AugmentOp):
 
     def sample(self, key, batch_size, height, width):
         apply = coin(fold(key, 0), batch_size, self.p)
-        draw = uniform(fold(key, 1), [batch_size], *self.factor_range)
+        draw = uniform(fold(key, 1), [batch_size], *self.factor)
         return {"factor": tf.where(apply, draw, self.identity)}
+
+    def get_config(self):
+        return {"factor": self.factor, "p": self.p}
 
 
 @serializable
@@ -527,18 +540,9 @@ class RandomBrightness(_FactorOp):
         p: probability of changing an example.
     """
 
-    identity = 1.0
-
-    def __init__(self, factor=0.2, p: float = 1.0):
-        super().__init__(p)
-        self.factor = _sym(self.owner, "factor", factor, 0.0, None, center=1.0)
-        self.factor_range = self.factor
 
     def apply(self, images, labels, params):
         return clip255(images * params["factor"][:, None, None, None]), labels
-
-    def get_config(self):
-        return {"factor": self.factor, "p": self.p}
 
 
 @serializable
@@ -550,21 +554,12 @@ class RandomContrast(_FactorOp):
         p: probability of changing an example.
     """
 
-    identity = 1.0
-
-    def __init__(self, factor=0.2, p: float = 1.0):
-        super().__init__(p)
-        self.factor = _sym(self.owner, "factor", factor, 0.0, None, center=1.0)
-        self.factor_range = self.factor
 
     def apply(self, images, labels, params):
         lum = gray(images) if images.shape[-1] == 3 else images
         mean = tf.reduce_mean(lum, axis=[1, 2, 3], keepdims=True)
         f = params["factor"][:, None, None, None]
         return clip255(mean + f * (images - mean)), labels
-
-    def get_config(self):
-        return {"factor": self.factor, "p": self.p}
 
 
 @serializable
@@ -576,20 +571,11 @@ class RandomSaturation(_FactorOp):
         p: probability of changing an example.
     """
 
-    identity = 1.0
     needs_rgb = True
-
-    def __init__(self, factor=0.2, p: float = 1.0):
-        super().__init__(p)
-        self.factor = _sym(self.owner, "factor", factor, 0.0, None, center=1.0)
-        self.factor_range = self.factor
 
     def apply(self, images, labels, params):
         g = gray(images)
         return clip255(g + params["factor"][:, None, None, None] * (images - g)), labels
-
-    def get_config(self):
-        return {"factor": self.factor, "p": self.p}
 
 
 def rgb_to_hsv(images):
@@ -629,20 +615,16 @@ class RandomHue(_FactorOp):
     """
 
     identity = 0.0
+    bounds = (-0.5, 0.5)
     needs_rgb = True
 
     def __init__(self, factor=0.1, p: float = 1.0):
-        super().__init__(p)
-        self.factor = _sym(self.owner, "factor", factor, -0.5, 0.5)
-        self.factor_range = self.factor
+        super().__init__(factor, p)
 
     def apply(self, images, labels, params):
         hue, sat, val = rgb_to_hsv(images)
         hue = tf.math.floormod(hue + params["factor"][:, None, None], 1.0)
         return clip255(hsv_to_rgb(hue, sat, val)), labels
-
-    def get_config(self):
-        return {"factor": self.factor, "p": self.p}
 
 
 @serializable
