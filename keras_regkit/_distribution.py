@@ -15,6 +15,7 @@ from typing import Callable, Optional, Sequence
 
 import keras
 
+from keras_regkit import _compat
 
 def _tensorflow_replica_context():
     """The ``tf.distribute`` replica context when more than one replica is in sync, else None."""
@@ -77,13 +78,15 @@ class ReplicaSeedGenerator(keras.random.SeedGenerator):
 
     def __init__(self, seed=None, name=None, **kwargs):
         if name is None:  # Keras's variable paths: ".../seed_generator/seed_generator_state"
-            from keras.src.utils.naming import auto_name
-
-            name = auto_name("SeedGenerator")
+            name = _compat.auto_name("SeedGenerator")
         super().__init__(seed, name=name, **kwargs)
 
+    def _advance(self, ordered: bool):
+        """The seed for this draw, advancing the state (Keras's ``SeedGenerator.next``)."""
+        return super().next(ordered)
+
     def next(self, ordered=True):
-        seed = super().next(ordered)
+        seed = self._advance(ordered)
         index = replica_id()
         if index is None:
             return seed

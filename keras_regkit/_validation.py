@@ -7,6 +7,7 @@ so a user sees at once which argument of which object is wrong.
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, Iterable
 
@@ -75,3 +76,23 @@ def check_pair(owner: str, name: str, value: Any, low=None, high=None) -> tuple[
     if first > second:
         _fail(owner, name, "a pair with min <= max", value)
     return first, second
+
+
+def check_finite(owner: str, name: str, value: Any) -> Any:
+    """Checks a finite real number (not NaN or +-inf) and returns it as given."""
+    checked = check_number(owner, name, value)
+    if not math.isfinite(checked):
+        _fail(owner, name, "a finite real number", value)
+    return value
+
+
+def check_whole(owner: str, name: str, value: Any, minimum: int | None = None) -> Any:
+    """Checks a whole number (an int, or a float such as ``3.0``) and returns it as given.
+
+    Keras's callbacks take ``patience=3.0``; ``3.5`` is meaningless and rejected.
+    """
+    checked = check_number(owner, name, value)
+    allowed = "a whole number" if minimum is None else f"a whole number >= {minimum}"
+    if not checked.is_integer() or (minimum is not None and checked < minimum):
+        _fail(owner, name, allowed, value)
+    return value

@@ -12,7 +12,7 @@ import contextlib
 import keras
 import numpy as np
 
-from keras_regkit import _validation
+from keras_regkit import _compat, _validation
 
 #: Keras's own dropout-family layers (SpatialDropout* subclass Dropout).
 KERAS_STOCHASTIC_LAYERS = (
@@ -28,34 +28,27 @@ def is_stochastic_layer(layer) -> bool:
     return isinstance(layer, KERAS_STOCHASTIC_LAYERS) or getattr(layer, "regkit_stochastic", False)
 
 
-def _all_layers(model):
-    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)]
-
-
 @contextlib.contextmanager
 def stochastic_layers_in_training(model):
     """Within this context every dropout-family layer of ``model`` runs as if ``training=True``.
 
     All other layers (BatchNormalization included) keep the ``training`` value the model is
     called with, so ``model(x, training=False)`` gives one Monte-Carlo sample. The layers'
-    ``call`` is patched on the instances and restored on exit.
+    ``call`` is overridden on the instances (``keras_regkit._compat.overriding_call``) and
+    restored on exit.
     """
     patched = []
-    try:
-        for layer in _all_layers(model):
-            if is_stochastic_layer(layer) and "call" not in layer.__dict__:
-                original = layer.call
+    with contextlib.ExitStack() as stack:
+        for layer in _compat.flatten_layers(model):
+            if is_stochastic_layer(layer) and not _compat.call_overridden(layer):
 
-                def forced(*args, _original=original, **kwargs):
+                def forced(*args, _original=layer.call, **kwargs):
                     kwargs["training"] = True
                     return _original(*args, **kwargs)
 
-                object.__setattr__(layer, "call", forced)
+                stack.enter_context(_compat.overriding_call(layer, forced))
                 patched.append(layer)
         yield patched
-    finally:
-        for layer in patched:
-            object.__delattr__(layer, "call")
 
 
 def mc_predict(model, x, samples: int = 30, batch_size: int | None = None):

@@ -1,9 +1,34 @@
-"""Backend-agnostic helpers for tests: gradients of a layer's training step."""
+"""Backend-agnostic helpers for tests: gradients of a function and of a layer's training step."""
 
 from __future__ import annotations
 
 import keras
 import numpy as np
+
+
+def gradient(fn, x):
+    """``d sum(fn(x)) / dx`` as a NumPy array, on the current Keras backend."""
+    backend = keras.backend.backend()
+    x = np.asarray(x)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        x_t = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x_t)
+            loss = tf.reduce_sum(fn(x_t))
+        return tape.gradient(loss, x_t).numpy()
+    if backend == "jax":
+        import jax
+
+        return np.asarray(jax.grad(lambda v: fn(v).sum())(x))
+    if backend == "torch":
+        import torch
+
+        x_t = torch.tensor(x, requires_grad=True)
+        fn(x_t).sum().backward()
+        return x_t.grad.detach().cpu().numpy()
+    raise NotImplementedError(backend)
 
 
 def training_step(layer, x, upstream, mask=None):
@@ -47,4 +72,17 @@ def training_step(layer, x, upstream, mask=None):
         for variable, value in zip(layer.non_trainable_variables, new_state):
             variable.assign(value)
         return np.asarray(y), [np.asarray(g_x)] + [np.asarray(g) for g in g_train], [np.asarray(v) for v in new_state]
+    if backend == "torch":
+        import torch
+
+        x_t = torch.tensor(x, requires_grad=True)
+        if "mask" in kwargs:
+            kwargs["mask"] = torch.as_tensor(np.asarray(kwargs["mask"]))
+        y = layer(x_t, **kwargs)
+        loss = (y.to(torch.float64) * torch.as_tensor(upstream, dtype=torch.float64)).sum()
+        params = [v.value for v in layer.trainable_variables]
+        grads = torch.autograd.grad(loss, [x_t] + params)
+        state = [keras.ops.convert_to_numpy(v) for v in layer.non_trainable_variables]
+        as_np = [g.detach().cpu().numpy() for g in grads]
+        return keras.ops.convert_to_numpy(y), as_np, state
     raise NotImplementedError(backend)

@@ -1,13 +1,14 @@
 """Run a function when ``model.fit`` is left by an exception, without wrapping ``fit``.
 
-Keras 3.15's ``fit`` has no ``except``/``finally`` that reaches the callbacks
+Keras 3's ``fit`` has no ``except``/``finally`` that reaches the callbacks
 (TensorFlow backend) or one that skips ``on_train_end`` on errors (JAX backend).
 A callback only learns about the model inside ``fit``, so it cannot wrap the
 call it is part of. Instead, for the duration of one ``fit``, the guard shadows
 with instance attributes the few callables that ``fit`` looks up on every use:
 
 * on the :class:`keras.callbacks.CallbackList` that ``fit`` built (found from
-  the caller's frame in ``on_train_begin``): ``on_epoch_begin/end``,
+  the caller's frame in ``on_train_begin``, ``keras_regkit._compat.fit_callback_list``):
+  ``on_epoch_begin/end``,
   ``on_train_batch_begin/end`` and ``on_train_end``;
 * on the model: ``train_function`` (the compiled step), ``evaluate`` (the
   validation pass), ``reset_metrics`` and ``_get_metrics_result_or_logs`` (the
@@ -28,7 +29,7 @@ import sys
 import warnings
 from typing import Callable
 
-import keras
+from keras_regkit import _compat
 
 _CALLBACK_HOOKS = (
     "on_epoch_begin",
@@ -42,21 +43,6 @@ _MODEL_HOOKS = ("train_function", "evaluate", "reset_metrics", "_get_metrics_res
 
 def _is_end_of_data(error: BaseException) -> bool:
     return isinstance(error, StopIteration) or type(error).__name__ == "OutOfRangeError"
-
-
-def find_callback_list(callback: keras.callbacks.Callback, depth: int = 6):
-    """The ``CallbackList`` holding ``callback`` among the calling frames, or ``None``."""
-    frame = sys._getframe(1)
-    for _ in range(depth):
-        if frame is None:
-            return None
-        owner = frame.f_locals.get("self")
-        if isinstance(owner, keras.callbacks.CallbackList) and any(
-            c is callback for c in owner.callbacks
-        ):
-            return owner
-        frame = frame.f_back
-    return None
 
 
 class FitGuard:
@@ -142,7 +128,7 @@ class FitGuard:
             if (
                 error is not None
                 and error is not self._outer_error
-                and sys._getframe(1).f_code.co_name == "fit"
+                and _compat.called_from("fit")
             ):
                 self._fire(error)
             return result

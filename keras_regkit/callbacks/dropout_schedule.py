@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+import weakref
+
 import keras
 
-from keras_regkit import _validation
+from keras_regkit import _compat, _validation
+from keras_regkit.layers._stochastic import ScheduledRateMixin
 
 
 def _schedulable(layer) -> bool:
-    return hasattr(layer, "rate_variable")
+    return isinstance(layer, ScheduledRateMixin)
 
 
 @keras.saving.register_keras_serializable(package="keras_regkit")
@@ -23,12 +26,19 @@ class DropoutSchedule(keras.callbacks.Callback):
     """Sets ``layer.rate`` of dropout-family layers at the start of every epoch.
 
     The rate of ``keras_regkit.layers`` dropout-family layers (``Dropout``, ``SpatialDropout*``,
-    ``DropPath``, ``DropBlock2D``, ``DropConnect``) lives in a non-trainable variable that the
-    compiled train step reads, so changing it does not retrace. With ``schedule="linear"``
+    ``DropPath``, ``DropBlock2D``, ``DropConnect``) rides in the layer's random state, which
+    the compiled train step reads, so changing it does not retrace (TensorFlow graph and XLA,
+    JAX, torch). It is not a weight: ``EarlyStopping(restore_best_weights=True)`` (ours or
+    Keras's) restores weights only and never rewinds the schedule. With ``schedule="linear"``
     each layer's rate goes linearly from ``start_rate`` at epoch 0 to its target at epoch
     ``ramp_epochs`` and stays there; the target is ``end_rate`` or, if ``None``, the rate the
     layer had when training began (the DropBlock ramp). A callable ``schedule(epoch, target)``
     returns the rate for a 0-based epoch given a layer's target (curriculum dropout, etc.).
+
+    One schedule object can serve several ``fit`` calls and models: it always schedules the
+    model being fitted. A later ``fit`` of the same model keeps each layer's target (so
+    ``initial_epoch`` continues a ramp); a ``fit`` of another model takes that model's layers
+    and their rates afresh.
 
     Args:
         schedule: ``"linear"`` or a callable ``(epoch: int, target: float) -> float``.
@@ -68,9 +78,10 @@ class DropoutSchedule(keras.callbacks.Callback):
         self.layers = None if layers is None else list(layers)
         self.verbose = verbose
         self._targets = None
+        self._scheduled_model = None
 
     def _resolve_layers(self):
-        everything = self.model._flatten_layers(include_self=False, recursive=True)
+        everything = _compat.flatten_layers(self.model)
         if self.layers is None:
             return [layer for layer in everything if _schedulable(layer)]
         chosen = []
@@ -101,12 +112,13 @@ class DropoutSchedule(keras.callbacks.Callback):
         return _validation.check_range("DropoutSchedule", "scheduled rate", rate, 0.0, 1.0)
 
     def on_train_begin(self, logs=None):
-        if self._targets is not None:  # a later fit() continues the same schedule
-            return
+        if self._scheduled_model is not None and self._scheduled_model() is self.model:
+            return  # a later fit() of the same model continues the same schedule
         layers = self._resolve_layers()
         self._targets = [
             (layer, layer.rate if self.end_rate is None else self.end_rate) for layer in layers
         ]
+        self._scheduled_model = weakref.ref(self.model)
 
     def on_epoch_begin(self, epoch, logs=None):
         for layer, target in self._targets:

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import warnings
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import keras
 import numpy as np
 
-from keras.src.utils import io_utils
-
+from keras_regkit import _compat
 from keras_regkit._distribution import is_chief, mean_over_workers, model_strategy
-from keras_regkit._validation import check_choice, check_int, check_number
-from keras_regkit.callbacks._fit_guard import FitGuard, find_callback_list
+from keras_regkit._validation import check_choice, check_whole
+from keras_regkit._validation import check_finite as finite_number
+from keras_regkit.callbacks._fit_guard import FitGuard
 from keras_regkit.stopping.prechelt import GeneralizationLoss, ProgressQuotient, UpStrips
 from keras_regkit.stopping.rules import (
     BestTracker,
@@ -34,10 +33,6 @@ _CRITERIA = {
     "UP": (UpStrips, int),
 }
 _CRITERION_RE = re.compile(r"^(GL|PQ|UP)(\d+(?:\.\d*)?|\.\d+)?$")
-
-
-def _print(message: str) -> None:
-    io_utils.print_msg(message)
 
 
 def _parse_criterion(spec: Any) -> list[StoppingRule]:
@@ -69,28 +64,32 @@ def _parse_criterion(spec: Any) -> list[StoppingRule]:
 
 def _infer_mode(model, monitor: str) -> str | None:
     """Keras's ``MonitorCallback`` inference: 'loss' is minimised, else the metric's direction."""
-    mode = None
     name = monitor.removeprefix("val_")
-    if name == "loss":
-        mode = "min"
-    from keras.src.trainers.compile_utils import CompileMetrics, MetricsList
+    return _compat.metric_direction(model, name) or ("min" if name == "loss" else None)
 
-    for container in getattr(model, "metrics", []):
-        if isinstance(container, (CompileMetrics, MetricsList)):
-            for metric in container.metrics:
-                if metric.name == name and hasattr(metric, "_direction"):
-                    mode = "max" if metric._direction == "up" else "min"
-    return mode
+
+def _uses_keras_weight_io(model) -> bool:
+    """Whether ``model`` reads and writes its weights with Keras's own methods."""
+    cls = type(model)
+    return (
+        isinstance(model, keras.layers.Layer)
+        and cls.get_weights is keras.layers.Layer.get_weights
+        and cls.set_weights is keras.layers.Layer.set_weights
+    )
 
 
 @keras.saving.register_keras_serializable(package="keras_regkit")
 class EarlyStopping(keras.callbacks.Callback):
     """Stop training when a monitored quantity stops improving, and never lose the best weights.
 
-    With its default arguments it makes exactly the decisions of
-    ``keras.callbacks.EarlyStopping`` (Keras 3): for the same logs it stops at the
-    same epoch, reports the same ``best`` and ``stopped_epoch``, and restores the
-    same weights. Beyond Keras:
+    A drop-in for ``keras.callbacks.EarlyStopping`` (Keras 3): it takes the same
+    arguments and, for the same logs, makes the same decisions and holds the same
+    attributes (``monitor``, ``mode``, ``min_delta``, ``monitor_op``, ``patience``,
+    ``verbose``, ``baseline``, ``best``, ``best_epoch``, ``wait``, ``stopped_epoch``,
+    ``restore_best_weights``, ``best_weights``, ``start_from_epoch``), all of which can
+    be read and set as in Keras. It snapshots and restores through
+    ``model.get_weights()``/``model.set_weights()``, as Keras does, so a model that
+    overrides those two is restored through its own methods. Beyond Keras:
 
     * every stop is named in ``stop_reason`` (``"patience"``, ``"threshold"``,
       ``"divergence"``, ``"non-finite"``, ``"GL"``, ``"PQ"``, ``"UP"``, or
@@ -99,10 +98,11 @@ class EarlyStopping(keras.callbacks.Callback):
     * Lightning's ``stopping_threshold``, ``divergence_threshold`` and ``check_finite``;
     * Prechelt's criteria GL_alpha, PQ_alpha and UP_s via ``criterion=``
       (they replace the patience rule);
-    * a non-finite value never becomes the best; with ``restore_best_weights``,
-      the best weights are also restored when ``fit`` is left by an exception
-      (KeyboardInterrupt, an error in another callback, out of memory), and the
-      exception then propagates unchanged;
+    * a non-finite value never becomes the best (Keras takes a NaN on the first
+      monitored epoch as its best and then never improves); with
+      ``restore_best_weights``, the best weights are also restored when ``fit`` is left
+      by an exception (KeyboardInterrupt, an error in another callback, out of memory),
+      and the exception then propagates unchanged;
     * ``backup_path`` keeps the best weights on disk (atomically replaced at each
       improvement), so they survive a killed process;
     * ``get_state``/``set_state`` to save and resume the callback's counters;
@@ -113,20 +113,28 @@ class EarlyStopping(keras.callbacks.Callback):
       the logs it was given are its own; only the chief writes ``backup_path``. Every
       worker must then call the callback at every epoch end with the same log keys.
 
-    The snapshot of the best weights is one set of buffers (``tf.Variable`` on
-    TensorFlow, NumPy arrays otherwise), allocated at the first improvement and
-    overwritten in place afterwards, so memory stays flat.
+    Only weights are restored: state that is not a weight (a ``DropoutSchedule``'s
+    rates, seed generators, the optimizer) is left as the last epoch left it.
+
+    On TensorFlow, for a model with Keras's own ``get_weights``/``set_weights``
+    (outside ``tf.distribute``), the snapshot is one set of ``tf.Variable`` buffers
+    overwritten in place on the device, so memory stays flat and nothing is copied
+    to the host; ``best_weights`` then reads NumPy copies of them.
 
     Args:
         monitor: log key to monitor. Defaults to ``"val_loss"``.
-        min_delta: minimum change that counts as an improvement. Defaults to 0.
-        patience: epochs without improvement after which training stops. Defaults to 0.
-        verbose: 0 (silent) or 1 (one line when the callback stops or restores).
+        min_delta: minimum change that counts as an improvement (a finite number;
+            stored as its absolute value, and negated when the mode resolves to
+            ``"min"``, as Keras does). Defaults to 0.
+        patience: epochs without improvement after which training stops, a whole
+            number >= 0 (``3`` or ``3.0``). Defaults to 0.
+        verbose: 0 (silent) or 1 (one line when the callback stops or restores);
+            a bool or int >= 0.
         mode: ``"auto"``, ``"min"`` or ``"max"``; ``"auto"`` infers it as Keras does.
-        baseline: ``wait`` is only reset by improvements that also beat it.
+        baseline: ``wait`` is only reset by improvements that also beat it (finite).
         restore_best_weights: restore the weights of the best epoch at the end
             of training (and when ``fit`` is left by an exception).
-        start_from_epoch: epochs to wait before monitoring.
+        start_from_epoch: epochs to wait before monitoring (a whole number >= 0).
         stopping_threshold: stop as soon as the monitored value is better than this.
         divergence_threshold: stop as soon as the monitored value is worse than this.
         check_finite: stop as soon as the monitored value is NaN or infinite.
@@ -134,24 +142,29 @@ class EarlyStopping(keras.callbacks.Callback):
             (Prechelt's defaults GL_2, PQ_0.5, UP_3 with strips of 5 epochs) or
             with a parameter (``"GL5"``, ``"PQ0.75"``, ``"UP2"``), a
             :class:`keras_regkit.stopping.rules.StoppingRule`, or a list of these
-            (training stops when any of them says so).
+            (training stops when any of them says so). GL and PQ need positive errors.
         backup_path: a path ending in ``.weights.h5``; the best weights are
             written there at every improvement (temporary file, then rename).
             Missing parent folders are created, as ``keras.callbacks.ModelCheckpoint`` does.
         strict: raise instead of warning when ``monitor`` is missing from the logs.
 
     Attributes:
-        best, best_epoch, wait, stopped_epoch: as in Keras (epochs are 0-based).
+        best, best_epoch, wait, stopped_epoch, best_weights, monitor_op: as in Keras
+            (epochs are 0-based).
         stop_reason: name of the rule that stopped training, or ``None``.
         stop_message: one line saying why.
         restored_epoch: epoch whose weights were restored, or ``None``.
 
     Raises:
-        ValueError: bad ``mode``, negative ``patience``/``start_from_epoch``,
-            thresholds that contradict the mode or each other, an unknown
-            ``criterion``, a ``backup_path`` not ending in ``.weights.h5``;
-            during ``fit``, a criterion whose training loss is not logged, or a
-            missing ``monitor`` with ``strict=True``.
+        ValueError: bad ``mode``; ``patience``/``start_from_epoch`` not a whole number
+            >= 0; a NaN or infinite ``min_delta``, ``baseline`` or threshold;
+            thresholds that contradict the mode or each other; an unknown
+            ``criterion``; a ``backup_path`` not ending in ``.weights.h5``;
+            during ``fit``, a criterion whose training loss is not logged, GL or PQ
+            on an error <= 0, or a missing ``monitor`` with ``strict=True``.
+        TypeError: a non-numeric ``min_delta``, ``patience``, ``verbose``,
+            ``baseline``, threshold or ``start_from_epoch``; an empty or non-str
+            ``monitor``.
 
     Reference:
         Lutz Prechelt, "Early Stopping - But When?", Neural Networks: Tricks of
@@ -180,23 +193,17 @@ class EarlyStopping(keras.callbacks.Callback):
         if not isinstance(monitor, str) or not monitor:
             raise TypeError(f"{_OWNER}: monitor must be a non-empty str, got {monitor!r}")
         self.monitor = monitor
-        self.min_delta = check_number(_OWNER, "min_delta", min_delta)
-        self.patience = check_int(_OWNER, "patience", patience, minimum=0)
-        self.verbose = check_int(_OWNER, "verbose", verbose, minimum=0)
         self.mode = check_choice(_OWNER, "mode", mode, ("auto", "min", "max"))
-        self.baseline = None if baseline is None else check_number(_OWNER, "baseline", baseline)
-        self.restore_best_weights = bool(restore_best_weights)
-        self.start_from_epoch = check_int(_OWNER, "start_from_epoch", start_from_epoch, minimum=0)
-        self.stopping_threshold = (
-            None
-            if stopping_threshold is None
-            else check_number(_OWNER, "stopping_threshold", stopping_threshold)
+        self.min_delta = abs(finite_number(_OWNER, "min_delta", min_delta))
+        self.patience = check_whole(_OWNER, "patience", patience, minimum=0)
+        self.verbose = verbose if isinstance(verbose, bool) else check_whole(
+            _OWNER, "verbose", verbose, minimum=0
         )
-        self.divergence_threshold = (
-            None
-            if divergence_threshold is None
-            else check_number(_OWNER, "divergence_threshold", divergence_threshold)
-        )
+        self.baseline = _optional_finite("baseline", baseline)
+        self.restore_best_weights = restore_best_weights
+        self.start_from_epoch = check_whole(_OWNER, "start_from_epoch", start_from_epoch, minimum=0)
+        self.stopping_threshold = _optional_finite("stopping_threshold", stopping_threshold)
+        self.divergence_threshold = _optional_finite("divergence_threshold", divergence_threshold)
         self.check_finite = bool(check_finite)
         self.criterion = criterion
         self._criteria = _parse_criterion(criterion)
@@ -218,46 +225,75 @@ class EarlyStopping(keras.callbacks.Callback):
             rules.append(StoppingThreshold(self.stopping_threshold))
         if self.divergence_threshold is not None:
             rules.append(DivergenceThreshold(self.divergence_threshold))
-        rules.extend(self._criteria or [Patience(self.patience)])
+        rules.extend(self._criteria or [Patience(int(self.patience))])
         self.rules = rules
 
+        self.monitor_op = None
         self._tracker = BestTracker(None, self.baseline)
         self._direction: Direction | None = None
         self._rules_ready = False
         self._resume = False
         self._guard = FitGuard(self._on_fit_error)
         self._strategy = None
-        self._buffers: list[np.ndarray] | None = None
-        self._snapshot_epoch: int | None = None
         self._reset_run()
 
     # ------------------------------------------------------------------ state
     def _reset_run(self) -> None:
         self._tracker.reset()
         self.stopped_epoch = 0
+        self.best_weights = None
         self.stop_reason: str | None = None
         self.stop_message: str | None = None
         self.restored_epoch: int | None = None
+        self._snapshot_epoch: int | None = None
         self._rules_ready = False
 
-    @property
-    def best(self) -> float | None:
-        return self._tracker.best
+    best = property(
+        lambda self: self._tracker.best,
+        lambda self, value: setattr(self._tracker, "best", value),
+        doc="The best monitored value so far (``None`` before the first finite one).",
+    )
+    best_epoch = property(
+        lambda self: self._tracker.best_epoch,
+        lambda self, value: setattr(self._tracker, "best_epoch", value),
+        doc="The 0-based epoch of ``best``.",
+    )
+    wait = property(
+        lambda self: self._tracker.wait,
+        lambda self, value: setattr(self._tracker, "wait", value),
+        doc="Epochs since the last improvement that also beat ``baseline`` (Keras's count).",
+    )
 
     @property
-    def best_epoch(self) -> int:
-        return self._tracker.best_epoch
+    def best_weights(self) -> list | None:
+        """The snapshot of the best weights (``model.get_weights()`` order), or ``None``.
 
-    @property
-    def wait(self) -> int:
-        return self._tracker.wait
+        A list of NumPy arrays (NumPy copies of the on-device buffers on TensorFlow's fast
+        path). Setting it, as Keras allows, replaces the snapshot that a restore uses.
+        """
+        if self._buffers is not None:
+            return [np.array(keras.ops.convert_to_numpy(b)) for b in self._buffers]
+        return self._best_weights
 
-    @property
-    def best_weights(self) -> list[np.ndarray] | None:
-        """A NumPy copy of the best weights (``model.weights`` order), or ``None``."""
-        if self._snapshot_epoch is None:
-            return None
-        return [np.array(keras.ops.convert_to_numpy(b)) for b in self._buffers]
+    @best_weights.setter
+    def best_weights(self, value) -> None:
+        self._buffers = None
+        self._best_weights = value
+
+    def get_monitor_value(self, logs):
+        """The monitored value in ``logs`` (``None``, with Keras's warning, when missing)."""
+        logs = logs or {}
+        value = logs.get(self.monitor)
+        if value is None:
+            if self.strict:
+                raise ValueError(f"{_OWNER}: monitor={self.monitor!r} is not in the logs "
+                                 f"(strict=True); available keys: {', '.join(logs)}")
+            warnings.warn(
+                f"Early stopping conditioned on metric `{self.monitor}` which is not available. "
+                f"Available metrics are: {','.join(list(logs.keys()))}",
+                stacklevel=3,
+            )
+        return value
 
     def get_state(self) -> dict:
         """The callback's counters and rule states (not the weight snapshot), as plain Python."""
@@ -276,7 +312,7 @@ class EarlyStopping(keras.callbacks.Callback):
         self.stopped_epoch = int(state["stopped_epoch"])
         self.stop_reason = state["stop_reason"]
         self.stop_message = state["stop_message"]
-        if state["mode"] is not None:
+        if state["mode"] is not None and self._direction is None:
             self._set_direction(state["mode"])
         if state["rules"] is not None and self._direction is not None:
             for rule, rule_state in zip(self.rules, state["rules"]):
@@ -296,7 +332,7 @@ class EarlyStopping(keras.callbacks.Callback):
             ]
         return {
             "monitor": self.monitor,
-            "min_delta": self.min_delta,
+            "min_delta": abs(self.min_delta),
             "patience": self.patience,
             "verbose": self.verbose,
             "mode": self.mode,
@@ -335,9 +371,13 @@ class EarlyStopping(keras.callbacks.Callback):
                 )
 
     def _set_direction(self, mode: str) -> None:
+        """Fixes the direction once, with Keras's side effects on ``monitor_op``/``min_delta``."""
         self._check_against_mode(mode)
         self._direction = Direction(mode, self.min_delta)
         self._tracker.direction = self._direction
+        self.monitor_op = keras.ops.less if mode == "min" else keras.ops.greater
+        if mode == "min":
+            self.min_delta = -abs(self.min_delta)
 
     def _resolve_direction(self) -> None:
         mode = self.mode
@@ -356,27 +396,17 @@ class EarlyStopping(keras.callbacks.Callback):
             self._resume = False
         else:
             self._reset_run()
-        self._buffers = None
+        self.best_weights = None
         self._snapshot_epoch = None
         self._strategy = model_strategy(self.model)
-        self._guard.install(self.model, find_callback_list(self))
+        self._guard.install(self.model, _compat.fit_callback_list(self))
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         if self._direction is None:
             self._resolve_direction()
-        current = logs.get(self.monitor)
-        if current is None:
-            message = (
-                f"Early stopping conditioned on metric `{self.monitor}` which is not available. "
-                f"Available metrics are: {','.join(list(logs.keys()))}"
-            )
-            if self.strict:
-                raise ValueError(f"{_OWNER}: monitor={self.monitor!r} is not in the logs "
-                                 f"(strict=True); available keys: {', '.join(logs)}")
-            warnings.warn(message, stacklevel=2)
-            return
-        if epoch < self.start_from_epoch:
+        current = self.get_monitor_value(logs)
+        if current is None or epoch < self.start_from_epoch:
             return
         if not self._rules_ready:
             for rule in self.rules:
@@ -392,11 +422,13 @@ class EarlyStopping(keras.callbacks.Callback):
 
         logs = self._agreed_logs(logs)
         obs = self._tracker.update(epoch, logs[self.monitor], logs)
-        if obs.improved:
-            if self.restore_best_weights:
-                self._snapshot(epoch)
-            if self.backup_path is not None:
-                self._write_backup()
+        if self.restore_best_weights and (obs.improved or self._snapshot_epoch is None):
+            if not obs.improved and self.best is None:
+                # As Keras: until an epoch improves, the first monitored one stands for the best.
+                self._tracker.best_epoch = epoch
+            self._snapshot(epoch)
+        if obs.improved and self.backup_path is not None:
+            self._write_backup()
         for rule in self.rules:
             reason = rule.update(obs)
             if reason is not None:
@@ -406,10 +438,10 @@ class EarlyStopping(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         self._guard.uninstall()
         if self.stop_reason is not None and self.verbose > 0:
-            _print(self._summary())
+            _compat.print_msg(self._summary())
         restored = self._restore()
         if restored and self.verbose > 0 and self.stop_reason is None:
-            _print(
+            _compat.print_msg(
                 f"Epoch {self.restored_epoch + 1}: restored the best weights "
                 f"({self.monitor}={self.best:.6g}) at the end of training."
             )
@@ -425,55 +457,56 @@ class EarlyStopping(keras.callbacks.Callback):
         """``logs`` with the values the decisions read averaged over the workers (as floats)."""
         read = {key for rule in self.rules for key in rule.required_keys}
         keys = [self.monitor] + sorted(read - {self.monitor})
-        agreed = mean_over_workers(self._strategy, [logs[key] for key in keys])
+        agreed = mean_over_workers(self._strategy, [_scalar(key, logs[key]) for key in keys])
         return {**logs, **dict(zip(keys, agreed))}
 
     def _summary(self) -> str:
         where = f"Epoch {self.stopped_epoch + 1}: early stopping ({self.stop_reason}): "
         if self.restore_best_weights and self._snapshot_epoch is not None:
-            tail = (
-                f"; restoring weights from epoch {self._snapshot_epoch + 1} "
-                f"({self.monitor}={self.best:.6g})."
-            )
+            best = "" if self.best is None else f" ({self.monitor}={self.best:.6g})"
+            tail = f"; restoring weights from epoch {self._snapshot_epoch + 1}{best}."
         else:
             tail = "; weights of the last epoch kept."
         return where + self.stop_message + tail
 
     def _snapshot(self, epoch: int) -> None:
-        variables = self.model.weights
-        fresh = self._buffers is None or len(self._buffers) != len(variables)
-        if keras.backend.backend() == "tensorflow" and self._strategy is None:
-            # One tf.Variable per weight, assigned in place: TensorFlow shares the
-            # buffer and copies it on the next write (one device-side copy, no
-            # transfer to host).
+        """Keeps the current weights as the best: ``model.get_weights()``, as Keras does.
+
+        On TensorFlow, for a model with Keras's own weight methods, one ``tf.Variable``
+        per weight is assigned in place instead: TensorFlow shares the buffer and copies it
+        on the next write (one device-side copy, no transfer to the host).
+        """
+        model = self.model
+        if (
+            keras.backend.backend() == "tensorflow"
+            and self._strategy is None
+            and _uses_keras_weight_io(model)
+        ):
             import tensorflow as tf
 
-            if fresh:
+            variables = model.weights
+            if self._buffers is None or len(self._buffers) != len(variables):
+                self.best_weights = None
                 self._buffers = [tf.Variable(v.value, trainable=False) for v in variables]
             else:
                 for buffer, variable in zip(self._buffers, variables):
                     buffer.assign(variable.value)
-        elif fresh:
-            self._buffers = [np.array(keras.ops.convert_to_numpy(v.value)) for v in variables]
         else:
-            for buffer, variable in zip(self._buffers, variables):
-                np.copyto(buffer, np.asarray(variable.value))
+            self.best_weights = model.get_weights()
         self._snapshot_epoch = epoch
 
     def _restore(self) -> bool:
-        if not self.restore_best_weights or self._snapshot_epoch is None:
+        if not self.restore_best_weights or (self._buffers is None and self._best_weights is None):
             return False
-        sync = getattr(self.model, "jax_state_sync", None)
-        if sync is not None:
-            # JAX keeps the live state outside the variables during an epoch; sync
-            # it first so that fit's own final sync cannot overwrite the restore.
-            sync()
-        for variable, buffer in zip(self.model.weights, self._buffers):
-            variable.assign(buffer)
+        # JAX keeps the live state outside the variables during an epoch; sync it first so
+        # that fit's own final sync cannot overwrite the restore.
+        _compat.jax_state_sync(self.model)
+        if self._buffers is not None:
+            for variable, buffer in zip(self.model.weights, self._buffers):
+                variable.assign(buffer)
+        else:
+            self.model.set_weights(self._best_weights)
         self.restored_epoch = self._snapshot_epoch
-        # Drop the buffers: a backend may alias the arrays it was assigned from.
-        self._buffers = None
-        self._snapshot_epoch = None
         return True
 
     def _write_backup(self) -> None:
@@ -499,4 +532,19 @@ class EarlyStopping(keras.callbacks.Callback):
                 if restored
                 else "no weights restored"
             )
-            _print(f"EarlyStopping: fit was left by {type(error).__name__}; {tail}.")
+            _compat.print_msg(f"EarlyStopping: fit was left by {type(error).__name__}; {tail}.")
+
+
+def _scalar(key: str, value) -> float:
+    """A logged value as a float; one-element arrays (e.g. a one-class F1 score) are scalars."""
+    array = np.asarray(keras.ops.convert_to_numpy(value), dtype="float64")
+    if array.size != 1:
+        raise ValueError(
+            f"{_OWNER}: the logged value of {key!r} must be a scalar, got an array of shape "
+            f"{array.shape}; monitor a scalar metric (e.g. F1Score(average='macro'))"
+        )
+    return float(array.reshape(()))
+
+
+def _optional_finite(name: str, value):
+    return None if value is None else finite_number(_OWNER, name, value)

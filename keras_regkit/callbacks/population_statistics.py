@@ -21,13 +21,15 @@ one mini-batch of Algorithm 2.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from typing import Iterable, Optional, Union
+from typing import Any, Iterable, Optional, Union
 
 import keras
 import numpy as np
 from keras import ops
 
+from keras_regkit import _compat
 from keras_regkit import _validation as check
 from keras_regkit._distribution import model_strategy, replica_sum
 from keras_regkit.layers.batch_normalization import BatchNormalization
@@ -38,7 +40,7 @@ _BN_TYPES = (BatchNormalization, keras.layers.BatchNormalization)
 
 def batch_normalization_layers(model: keras.Model) -> list:
     """Every BatchNormalization layer (keras_regkit's or Keras's) in ``model``, nested ones too."""
-    return [layer for layer in model._flatten_layers(include_self=False, recursive=True) if isinstance(layer, _BN_TYPES)]
+    return [layer for layer in _compat.flatten_layers(model) if isinstance(layer, _BN_TYPES)]
 
 
 # The per-layer sums recorded by the layers' replacement calls during one forward pass,
@@ -123,16 +125,57 @@ def _forward(model, layers, x):
     return sums
 
 
-def _check_dataset(dataset, steps: Optional[int]) -> None:
-    if isinstance(dataset, np.ndarray) or hasattr(dataset, "dtype"):
-        raise TypeError(
-            "recompute_batch_statistics: dataset must be a tf.data.Dataset or an iterable of "
-            f"batches, got an array of shape {getattr(dataset, 'shape', None)}; batch it first, "
-            "e.g. tf.data.Dataset.from_tensor_slices(x).batch(64)"
+_DEFAULT_BATCH_SIZE = 32
+_OWNER = "recompute_batch_statistics"
+
+
+def _is_array(x) -> bool:
+    return hasattr(x, "shape") and hasattr(x, "dtype")
+
+
+def is_array_input(x) -> bool:
+    """Whether ``x`` is an array (NumPy or a backend tensor) or a dict of arrays."""
+    return _is_array(x) or (isinstance(x, dict) and bool(x) and all(map(_is_array, x.values())))
+
+
+def _array_batches(x, batch_size: int):
+    """Consecutive batches of ``batch_size`` examples (the last may be smaller)."""
+    arrays = x if isinstance(x, dict) else {None: x}
+    sizes = {int(array.shape[0]) for array in arrays.values()}
+    if len(sizes) != 1:
+        raise ValueError(
+            f"{_OWNER}: the arrays of x must have the same number of examples, got "
+            + ", ".join(f"{key!r}: {int(array.shape[0])}" for key, array in arrays.items())
         )
-    cardinality = getattr(dataset, "cardinality", None)
+    (count,) = sizes
+    if count == 0:
+        raise ValueError(f"{_OWNER}: x must hold at least one example, got an empty array")
+    for start in range(0, count, batch_size):
+        batch = {key: array[start : start + batch_size] for key, array in arrays.items()}
+        yield batch if isinstance(x, dict) else batch[None]
+
+
+def check_batch_size(owner: str, x, batch_size: Optional[int]) -> Optional[int]:
+    """``batch_size`` checked: an int >= 1 for array inputs, ``None`` for batched ones."""
+    if batch_size is None:
+        return None
+    batch_size = check.check_int(owner, "batch_size", batch_size, 1)
+    if not is_array_input(x):
+        raise ValueError(
+            f"{owner}: batch_size is for array inputs only (a dataset or iterable yields "
+            f"batches already), got batch_size={batch_size} with a {type(x).__name__}"
+        )
+    return batch_size
+
+
+def _batches(x, batch_size: Optional[int], steps: Optional[int]):
+    """Batches of ``x``: arrays are cut into batches; datasets and iterables come batched."""
+    if is_array_input(x):
+        return _array_batches(x, _DEFAULT_BATCH_SIZE if batch_size is None else batch_size)
+    cardinality = getattr(x, "cardinality", None)
     if steps is None and callable(cardinality) and int(cardinality()) == -1:  # tf.data.INFINITE_CARDINALITY
-        raise ValueError("recompute_batch_statistics: steps must be given for an infinite dataset, got None")
+        raise ValueError(f"{_OWNER}: steps must be given for an infinite dataset, got None")
+    return x
 
 
 def _inputs(batches, steps: Optional[int]):
@@ -142,24 +185,26 @@ def _inputs(batches, steps: Optional[int]):
         yield batch[0] if isinstance(batch, (tuple, list)) else batch
 
 
-def _local_sums(model, layers, dataset, steps):
+def _local_sums(model, layers, x, batch_size, steps):
     """Per-batch sums on this process, one device (the single-device path)."""
-    _check_dataset(dataset, steps)
-    for x in _inputs(dataset, steps):
-        yield _forward(model, layers, x)
+    for batch in _inputs(_batches(x, batch_size, steps), steps):
+        yield _forward(model, layers, batch)
 
 
-def _distributed_sums(strategy, model, layers, dataset, steps):
+def _distributed_sums(strategy, model, layers, dataset, batch_size, steps):
     """Per-global-batch sums under ``strategy``: each replica runs its part of each batch."""
     import tensorflow as tf
 
+    if is_array_input(dataset):
+        size = _DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+        dataset = tf.data.Dataset.from_tensor_slices(dataset).batch(size)
+        batch_size = None
     if isinstance(dataset, tf.data.Dataset):
-        _check_dataset(dataset, steps)
-        dataset = strategy.experimental_distribute_dataset(dataset)
+        dataset = strategy.experimental_distribute_dataset(_batches(dataset, batch_size, steps))
     elif not isinstance(dataset, tf.distribute.DistributedDataset):
         raise TypeError(
             "recompute_batch_statistics: under a tf.distribute strategy with "
-            f"{strategy.num_replicas_in_sync} replicas, dataset must be a tf.data.Dataset of "
+            f"{strategy.num_replicas_in_sync} replicas, x must be arrays, a tf.data.Dataset of "
             "global batches or a distributed dataset (strategy.experimental_distribute_dataset, "
             f"strategy.distribute_datasets_from_function), got {type(dataset).__name__}"
         )
@@ -170,7 +215,9 @@ def _distributed_sums(strategy, model, layers, dataset, steps):
         yield tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], step(x))
 
 
-def recompute_batch_statistics(model: keras.Model, dataset, steps: Optional[int] = None) -> int:
+def recompute_batch_statistics(
+    model: keras.Model, x: Any, batch_size: Optional[int] = None, steps: Optional[int] = None
+) -> int:
     """Sets every BatchNormalization's moving statistics to population estimates.
 
     Implements Algorithm 2 of Ioffe & Szegedy (2015): after running ``steps``
@@ -196,51 +243,54 @@ def recompute_batch_statistics(model: keras.Model, dataset, steps: Optional[int]
 
     Args:
         model: A built Keras model.
-        dataset: A ``tf.data.Dataset`` or any iterable of batches; elements are
-            ``x`` or tuples whose first item is ``x``. Under a strategy, a
-            ``tf.data.Dataset`` of global batches (distributed with
-            ``strategy.experimental_distribute_dataset``) or an already
+        x: The inputs, as ``model.predict`` takes them: a NumPy array (or backend
+            tensor, or a dict of them for a multi-input model), cut into batches of
+            ``batch_size``; or a ``tf.data.Dataset``, ``keras.utils.PyDataset`` or any
+            iterable of batches, whose elements are ``x`` or tuples whose first item is
+            ``x``. Under a strategy, arrays, a ``tf.data.Dataset`` of global batches
+            (distributed with ``strategy.experimental_distribute_dataset``) or an already
             distributed dataset.
-        steps: Number of (global) batches to use; None runs the whole (finite)
-            dataset.
+        batch_size: Examples per batch for array inputs (default 32, as Keras); must be
+            ``None`` for datasets and iterables, which are batched already.
+        steps: Number of (global) batches to use; None runs them all (a finite dataset).
 
     Returns:
         The number of (global) batches that were run.
 
     Raises:
-        ValueError: If ``steps`` < 1, the dataset is infinite and ``steps`` is
-            None, the model has no BatchNormalization layer, or no batch came.
-        TypeError: If ``dataset`` is a bare array rather than batches, or, under
-            a strategy, neither a ``tf.data.Dataset`` nor a distributed dataset.
+        ValueError: If ``steps`` or ``batch_size`` < 1, ``batch_size`` is given with a
+            dataset, the dataset is infinite and ``steps`` is None, arrays of a dict
+            differ in length, the model has no BatchNormalization layer, or no batch
+            came.
+        TypeError: If ``steps`` or ``batch_size`` is not an int, or, under a strategy,
+            ``x`` is neither arrays, a ``tf.data.Dataset`` nor a distributed dataset.
 
     Reference:
         Ioffe & Szegedy, "Batch Normalization", ICML 2015, Algorithm 2;
         Wu & Johnson, "Rethinking 'Batch' in BatchNorm", 2021 (precise BN).
     """
-    owner = "recompute_batch_statistics"
+    owner = _OWNER
     if steps is not None:
         steps = check.check_int(owner, "steps", steps, 1)
+    batch_size = check_batch_size(owner, x, batch_size)
     layers = batch_normalization_layers(model)
     if not layers:
         raise ValueError(f"{owner}: model {model.name!r} has no BatchNormalization layer")
-    for index, layer in enumerate(layers):
-        layer.__dict__["call"] = _batch_statistics_call(layer, index)
     strategy = model_strategy(model)
     totals = [np.zeros((3, layer.moving_mean.shape[0]), "float64") for layer in layers]
     count = 0
-    try:
-        batches = (_local_sums(model, layers, dataset, steps) if strategy is None
-                   else _distributed_sums(strategy, model, layers, dataset, steps))
+    with contextlib.ExitStack() as stack:
+        for index, layer in enumerate(layers):
+            stack.enter_context(_compat.overriding_call(layer, _batch_statistics_call(layer, index)))
+        batches = (_local_sums(model, layers, x, batch_size, steps) if strategy is None
+                   else _distributed_sums(strategy, model, layers, x, batch_size, steps))
         for sums in batches:
             for total, layer_sums in zip(totals, sums):
                 for row, value in zip(total, layer_sums):
                     row += ops.convert_to_numpy(value)  # the batch count broadcasts over channels
             count += 1
-    finally:
-        for layer in layers:
-            del layer.__dict__["call"]
     if count == 0:
-        raise ValueError(f"{owner}: dataset yielded no batch")
+        raise ValueError(f"{owner}: x yielded no batch")
     for layer, (mean_sum, variance_sum, groups) in zip(layers, totals):
         if groups[0] == 0:  # no batch reached this layer: its statistics stay as they are
             continue
@@ -260,8 +310,10 @@ class PopulationStatistics(keras.callbacks.Callback):
     model use population statistics instead of momentum-dependent moving averages.
 
     Args:
-        dataset: ``tf.data.Dataset`` (or iterable of batches) of training inputs.
-        steps: Batches per recomputation; None runs the whole (finite) dataset.
+        x: training inputs, as :func:`recompute_batch_statistics` takes them (arrays,
+            a ``tf.data.Dataset`` or an iterable of batches).
+        batch_size: examples per batch for array inputs (default 32).
+        steps: Batches per recomputation; None runs them all (a finite dataset).
         epochs: When to recompute during training: None (never), an int ``n``
             (after every ``n``-th epoch), or an iterable of 0-based epoch indices.
             It runs in ``on_epoch_end``, after that epoch's validation, so it
@@ -270,7 +322,8 @@ class PopulationStatistics(keras.callbacks.Callback):
         verbose: 1 prints a line per recomputation.
 
     Raises:
-        ValueError: If ``steps`` < 1 or ``epochs`` is an int < 1 or has negative items.
+        ValueError: If ``steps`` or ``batch_size`` < 1, ``batch_size`` is given with a
+            dataset, or ``epochs`` is an int < 1 or has negative items.
 
     Reference:
         Ioffe & Szegedy 2015, Algorithm 2; Wu & Johnson 2021.
@@ -278,7 +331,8 @@ class PopulationStatistics(keras.callbacks.Callback):
 
     def __init__(
         self,
-        dataset,
+        x: Any,
+        batch_size: Optional[int] = None,
         steps: Optional[int] = None,
         epochs: Union[None, int, Iterable[int]] = None,
         at_train_end: bool = True,
@@ -288,11 +342,13 @@ class PopulationStatistics(keras.callbacks.Callback):
         owner = "PopulationStatistics"
         if steps is not None:
             steps = check.check_int(owner, "steps", steps, 1)
+        batch_size = check_batch_size(owner, x, batch_size)
         if epochs is not None and not isinstance(epochs, int):
             epochs = frozenset(check.check_int(owner, "epochs[i]", e, 0) for e in epochs)
         elif epochs is not None:
             epochs = check.check_int(owner, "epochs", epochs, 1)
-        self.dataset = dataset
+        self.x = x
+        self.batch_size = batch_size
         self.steps = steps
         self.epochs = epochs
         self.at_train_end = bool(at_train_end)
@@ -307,7 +363,7 @@ class PopulationStatistics(keras.callbacks.Callback):
         return epoch in self.epochs
 
     def _recompute(self, when):
-        batches = recompute_batch_statistics(self.model, self.dataset, self.steps)
+        batches = recompute_batch_statistics(self.model, self.x, self.batch_size, self.steps)
         self.recomputed_at.append(when)
         if self.verbose:
             print(f"PopulationStatistics: recomputed from {batches} batches ({when})")

@@ -21,12 +21,11 @@ References:
 from __future__ import annotations
 
 import math
-import sys
 
 import keras
 from keras import ops
-from keras.src.utils import io_utils
 
+from keras_regkit import _compat
 from keras_regkit._validation import check_choice, check_int, check_range
 from keras_regkit.stopping.yao import yao_stopping_time
 
@@ -70,21 +69,6 @@ class YaoStepSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
     def get_config(self) -> dict:
         return {"kappa": self.kappa, "theta": self.theta, "scale": self.scale, "name": self.name}
-
-
-def _samples_from_fit(callback: keras.callbacks.Callback, depth: int = 10) -> int | None:
-    """The number of training samples of the running ``fit``, read from its data adapter."""
-    frame = sys._getframe(2)
-    for _ in range(depth):
-        if frame is None:
-            return None
-        iterator = frame.f_locals.get("epoch_iterator")
-        adapter = getattr(iterator, "data_adapter", None)
-        samples = getattr(adapter, "_num_samples", None)
-        if isinstance(samples, int):
-            return samples
-        frame = frame.f_back
-    return None
 
 
 @keras.saving.register_keras_serializable(package="keras_regkit")
@@ -135,7 +119,7 @@ class YaoStoppingTime(keras.callbacks.Callback):
         self.stopped_at: int | None = None
 
     def on_train_begin(self, logs=None):
-        m = self._given_m if self._given_m is not None else _samples_from_fit(self)
+        m = self._given_m if self._given_m is not None else _compat.fit_sample_count()
         if m is None:
             raise ValueError("YaoStoppingTime: m must be given for this kind of training data "
                              "(it could not be read from the arrays passed to fit), got m=None")
@@ -151,7 +135,7 @@ class YaoStoppingTime(keras.callbacks.Callback):
         self.model.stop_training = True
         self.stopped_at = count
         if self.verbose:
-            io_utils.print_msg(f"YaoStoppingTime: stopping after {count} {self.unit} "
+            _compat.print_msg(f"YaoStoppingTime: stopping after {count} {self.unit} "
                                f"(t*(m={self.m}) = {self.stopping_time})")
 
     def on_train_batch_end(self, batch, logs=None):
@@ -233,7 +217,7 @@ class DiscrepancyStopping(keras.callbacks.Callback):
             self.stop_message = (f"Epoch {epoch + 1}: {self.monitor}={value:.6g} <= "
                                  f"tau * sigma^2 = {self.threshold:.6g} (discrepancy principle)")
             if self.verbose:
-                io_utils.print_msg(self.stop_message)
+                _compat.print_msg(self.stop_message)
 
     def get_config(self) -> dict:
         return {"sigma": self.sigma, "monitor": self.monitor, "tau": self.tau,

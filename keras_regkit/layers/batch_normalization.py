@@ -9,6 +9,7 @@ from keras import constraints, initializers, ops, regularizers
 
 from keras_regkit import _validation as check
 from keras_regkit._distribution import replica_sum
+from keras_regkit.layers._twin import twin_config
 from keras_regkit.ops import normalization as bn
 
 _RENORM_CLIPPING_KEYS = ("rmax", "rmin", "dmax")
@@ -19,8 +20,9 @@ class BatchNormalization(keras.layers.Layer):
     """Batch normalization, a drop-in superset of ``keras.layers.BatchNormalization``.
 
     With its default arguments this layer computes exactly what Keras 3's layer
-    computes (same arguments, defaults, weight names and order, and numbers to
-    float32 round-off): in training, each feature is normalized with the batch
+    computes (same arguments, defaults, weight names and order, config, and numbers
+    to float32 round-off; the extensions below enter ``get_config()`` only when
+    they are not at their defaults): in training, each feature is normalized with the batch
     mean and biased variance, and the moving statistics are updated as
     ``moving = moving * momentum + batch * (1 - momentum)``; in inference (the
     default when ``training`` is not given, and always when ``trainable`` is
@@ -426,4 +428,4 @@ class BatchNormalization(keras.layers.Layer):
             "unbiased_variance": self.unbiased_variance,
             "fused": self.fused,
         }
-        return {**super().get_config(), **config}
+        return twin_config(self, {**super().get_config(), **config}, keras.layers.BatchNormalization)

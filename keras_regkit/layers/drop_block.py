@@ -20,9 +20,9 @@ class DropBlock2D(ScheduledRateMixin, keras.layers.Layer):
 
     Block seeds are drawn with the paper's ``gamma`` (``keras_regkit.ops.drop_block``) so that
     about ``rate`` of the units are dropped, and the output is rescaled by
-    ``count / count_kept``. The paper ramps ``rate`` linearly from 0 during training: the rate
-    lives in a variable, so ``keras_regkit.callbacks.DropoutSchedule`` can do that without
-    retracing.
+    ``count / count_kept``. The paper ramps ``rate`` linearly from 0 during training:
+    ``keras_regkit.callbacks.DropoutSchedule`` does that without retracing (the rate rides in
+    the layer's random state, not in its weights).
 
     Args:
         rate: float in [0, 1], target fraction of dropped units (``1 - keep_prob``).
@@ -73,7 +73,7 @@ class DropBlock2D(ScheduledRateMixin, keras.layers.Layer):
         if training:
             return drop_block_ops.drop_block_2d(
                 inputs,
-                self.rate_variable,
+                self.rate_tensor,
                 self.block_size,
                 seed=self.seed_generator,
                 data_format=self.data_format,

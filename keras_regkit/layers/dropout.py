@@ -8,29 +8,45 @@ Reference:
 
 from __future__ import annotations
 
+import numbers
 from typing import Sequence
 
 import keras
 
 from keras_regkit import _validation
-from keras_regkit.layers._stochastic import ScheduledRateMixin, check_data_format
+from keras_regkit.layers._stochastic import (
+    ScheduledRateMixin,
+    build_weightless,
+    check_data_format,
+)
+from keras_regkit.layers._twin import twin_config
 from keras_regkit.ops import dropout as dropout_ops
 
 
-def _check_noise_shape(owner: str, noise_shape) -> tuple | None:
+def check_noise_shape(owner: str, noise_shape) -> tuple | None:
+    """``noise_shape`` as a tuple of positive ints and ``None``s (or ``None``).
+
+    Raises ``ValueError`` for anything else (a string, a non-iterable, a float, bool or
+    non-positive entry), as Keras does.
+    """
     if noise_shape is None:
         return None
-    message = f"{owner}: noise_shape must be a tuple of positive ints or None, got {noise_shape!r}"
+    allowed = "None or a tuple of positive ints and None entries"
     if isinstance(noise_shape, str):
-        raise TypeError(message)
+        raise ValueError(f"{owner}: noise_shape must be {allowed}, got {noise_shape!r}")
     try:
         noise_shape = tuple(noise_shape)
     except TypeError:
-        raise TypeError(message) from None
-    for dim in noise_shape:
-        if dim is not None:
-            _validation.check_int(owner, "noise_shape entry", dim, minimum=1)
-    return noise_shape
+        raise ValueError(f"{owner}: noise_shape must be {allowed}, got {noise_shape!r}") from None
+    for index, dim in enumerate(noise_shape):
+        if dim is None:
+            continue
+        if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim <= 0:
+            raise ValueError(
+                f"{owner}: noise_shape must be {allowed}, got {noise_shape!r} "
+                f"(entry {index} is {dim!r})"
+            )
+    return tuple(None if dim is None else int(dim) for dim in noise_shape)
 
 
 @keras.saving.register_keras_serializable(package="keras_regkit")
@@ -47,9 +63,14 @@ class Dropout(ScheduledRateMixin, keras.layers.Layer):
     The mask is drawn from raw random bits, two 16-bit draws per 32-bit random word
     (``keras_regkit.ops.random_bits``): the realised drop probability is
     ``ceil(rate * 2**16) / 2**16``, within ``2**-16`` of ``rate`` (exact zeros at ``rate = 1``).
-    Same distribution as ``keras.layers.Dropout``, different individual masks. ``rate`` lives
-    in a non-trainable float32 variable, so it can be changed between epochs
-    (``DropoutSchedule``) without retracing.
+    Same distribution as ``keras.layers.Dropout``, different individual masks.
+
+    The layer has exactly Keras's state and config: no weights, one seed generator, and
+    ``get_config()`` equal to Keras's (``scaling`` appears only when it is not the default),
+    so weight files, ``set_weights`` lists and ``.keras`` files move between the two. Its
+    ``rate`` can still be changed between epochs (``DropoutSchedule``) without retracing: the
+    current value rides in the seed generator's state (see ``keras_regkit.layers._stochastic``),
+    which is not a weight, so restoring the best weights never rewinds a schedule.
 
     Args:
         rate: float in [0, 1], fraction of the units to drop (``1`` returns zeros).
@@ -67,9 +88,10 @@ class Dropout(ScheduledRateMixin, keras.layers.Layer):
         A tensor of the input's shape and dtype.
 
     Raises:
-        ValueError: ``rate`` outside [0, 1], a bad ``scaling``, a ``noise_shape`` entry < 1
-            or, at call time, a ``noise_shape`` that does not broadcast to the input.
-        TypeError: ``noise_shape`` not a sequence of ints/None.
+        ValueError: ``rate`` outside [0, 1], a bad ``scaling``, a ``noise_shape`` that is not
+            a tuple of positive ints and ``None``s or, at call time, one that does not
+            broadcast to the input.
+        TypeError: ``rate`` not a real number.
 
     Reference:
         Srivastava et al., JMLR 15 (2014), sections 1 and 4.
@@ -85,11 +107,11 @@ class Dropout(ScheduledRateMixin, keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         owner = type(self).__name__
-        self.noise_shape = _check_noise_shape(owner, noise_shape)
-        self.scaling = _validation.check_choice(owner, "scaling", scaling, dropout_ops.SCALINGS)
         self._init_rate(rate, seed)
+        self.noise_shape = check_noise_shape(owner, noise_shape)
+        self.scaling = _validation.check_choice(owner, "scaling", scaling, dropout_ops.SCALINGS)
         self.supports_masking = True
-        self.built = True
+        build_weightless(self)
 
     def _noise_shape(self, inputs):
         return self.noise_shape
@@ -98,37 +120,49 @@ class Dropout(ScheduledRateMixin, keras.layers.Layer):
         if training:
             return dropout_ops.dropout(
                 inputs,
-                self.rate_variable,
+                self.rate_tensor,
                 noise_shape=self._noise_shape(inputs),
                 seed=self.seed_generator,
                 scaling=self.scaling,
             )
         if self.scaling == "test_time":
-            return dropout_ops.scale_for_inference(inputs, self.rate_variable)
+            return dropout_ops.scale_for_inference(inputs, self.rate_tensor)
         return inputs
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
-        return {
+        config = {
             **super().get_config(),
             "rate": self.rate,
-            "noise_shape": self.noise_shape,
             "seed": self.seed,
+            "noise_shape": self.noise_shape,
             "scaling": self.scaling,
         }
+        return twin_config(self, config, keras.layers.Dropout)
 
 
 class _SpatialDropout(Dropout):
     """Base of the spatial dropouts: one mask entry per (example, channel)."""
 
     rank = None
+    keras_class = None
 
     def __init__(
-        self, rate: float, data_format: str | None = None, seed: int | None = None, **kwargs
+        self,
+        rate: float,
+        data_format: str | None = None,
+        seed: int | None = None,
+        scaling: str = "inverted",
+        **kwargs,
     ):
-        super().__init__(rate, seed=seed, **kwargs)
+        if "noise_shape" in kwargs:
+            raise TypeError(
+                f"{type(self).__name__}: noise_shape is not an argument (the mask has one entry "
+                f"per example and channel); got noise_shape={kwargs['noise_shape']!r}"
+            )
+        super().__init__(rate, seed=seed, scaling=scaling, **kwargs)
         self.data_format = check_data_format(type(self).__name__, data_format)
         self.input_spec = keras.layers.InputSpec(ndim=self.rank + 2)
 
@@ -139,9 +173,25 @@ class _SpatialDropout(Dropout):
         return (None,) + spatial + (None,)
 
     def get_config(self):
-        config = super().get_config()
-        del config["noise_shape"], config["scaling"]
-        return {**config, "data_format": self.data_format}
+        base = keras.layers.Layer.get_config(self)
+        config = {
+            "rate": self.rate,
+            "seed": self.seed,
+            "name": base["name"],
+            "dtype": base["dtype"],
+            "trainable": base["trainable"],
+            "data_format": self.data_format,
+            "scaling": self.scaling,
+        }
+        return twin_config(self, config, self.keras_class)
+
+
+_SPATIAL_RAISES = """
+    Raises:
+        ValueError: ``rate`` outside [0, 1], a bad ``data_format`` or ``scaling``.
+        TypeError: ``rate`` not a real number, or a ``noise_shape`` argument (the mask
+            shape is fixed; Keras's layer takes no ``noise_shape`` either).
+"""
 
 
 @keras.saving.register_keras_serializable(package="keras_regkit")
@@ -150,9 +200,10 @@ class SpatialDropout1D(_SpatialDropout):
 
     Args:
         rate: float in [0, 1], fraction of the channels to drop.
-        data_format: accepted for symmetry with the 2-D/3-D layers; Keras's
-            ``SpatialDropout1D`` is always channels-last, which is the default here.
         seed: int seed.
+        data_format: extension: ``"channels_last"`` (Keras's only layout, the default) or
+            ``"channels_first"``.
+        scaling: extension: ``"inverted"`` (Keras) or ``"test_time"`` (see ``Dropout``).
 
     Call arguments:
         inputs: 3-D tensor ``(batch, steps, channels)``.
@@ -160,20 +211,23 @@ class SpatialDropout1D(_SpatialDropout):
 
     Returns:
         A tensor of the input's shape.
-
-    Raises:
-        ValueError: ``rate`` outside [0, 1].
-
+    {raises}
     Reference:
         Tompson et al., CVPR 2015.
     """
 
     rank = 1
+    keras_class = keras.layers.SpatialDropout1D
 
     def __init__(
-        self, rate: float, seed: int | None = None, data_format: str = "channels_last", **kwargs
+        self,
+        rate: float,
+        seed: int | None = None,
+        data_format: str = "channels_last",
+        scaling: str = "inverted",
+        **kwargs,
     ):
-        super().__init__(rate, data_format=data_format, seed=seed, **kwargs)
+        super().__init__(rate, data_format=data_format, seed=seed, scaling=scaling, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="keras_regkit")
@@ -184,6 +238,7 @@ class SpatialDropout2D(_SpatialDropout):
         rate: float in [0, 1], fraction of the channels to drop.
         data_format: ``"channels_last"`` or ``"channels_first"`` (default: Keras config).
         seed: int seed.
+        scaling: extension: ``"inverted"`` (Keras) or ``"test_time"`` (see ``Dropout``).
 
     Call arguments:
         inputs: 4-D tensor.
@@ -191,15 +246,13 @@ class SpatialDropout2D(_SpatialDropout):
 
     Returns:
         A tensor of the input's shape.
-
-    Raises:
-        ValueError: ``rate`` outside [0, 1].
-
+    {raises}
     Reference:
         Tompson et al., CVPR 2015.
     """
 
     rank = 2
+    keras_class = keras.layers.SpatialDropout2D
 
 
 @keras.saving.register_keras_serializable(package="keras_regkit")
@@ -210,6 +263,7 @@ class SpatialDropout3D(_SpatialDropout):
         rate: float in [0, 1], fraction of the channels to drop.
         data_format: ``"channels_last"`` or ``"channels_first"`` (default: Keras config).
         seed: int seed.
+        scaling: extension: ``"inverted"`` (Keras) or ``"test_time"`` (see ``Dropout``).
 
     Call arguments:
         inputs: 5-D tensor.
@@ -217,12 +271,14 @@ class SpatialDropout3D(_SpatialDropout):
 
     Returns:
         A tensor of the input's shape.
-
-    Raises:
-        ValueError: ``rate`` outside [0, 1].
-
+    {raises}
     Reference:
         Tompson et al., CVPR 2015.
     """
 
     rank = 3
+    keras_class = keras.layers.SpatialDropout3D
+
+
+for _cls in (SpatialDropout1D, SpatialDropout2D, SpatialDropout3D):
+    _cls.__doc__ = _cls.__doc__.replace("{raises}", _SPATIAL_RAISES)

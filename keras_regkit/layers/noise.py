@@ -13,12 +13,22 @@ import keras
 
 from keras_regkit import _validation
 from keras_regkit._distribution import ReplicaSeedGenerator
-from keras_regkit.layers.dropout import _check_noise_shape
+from keras_regkit.layers._stochastic import build_weightless, check_rate
+from keras_regkit.layers.dropout import check_noise_shape
 from keras_regkit.ops import dropout as dropout_ops
 
 
 class _NoiseLayer(keras.layers.Layer):
+    """A weightless noise layer with Keras's state: a seed generator only when it draws."""
+
     regkit_stochastic = True
+
+    def _init_noise(self, seed, active: bool) -> None:
+        self.seed = seed
+        if active:  # as Keras: no random state for a layer that never draws
+            self.seed_generator = ReplicaSeedGenerator(seed)
+        self.supports_masking = True
+        build_weightless(self)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -49,11 +59,8 @@ class GaussianDropout(_NoiseLayer):
 
     def __init__(self, rate: float, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.rate = _validation.check_range("GaussianDropout", "rate", rate, 0.0, 1.0)
-        self.seed = seed
-        self.seed_generator = ReplicaSeedGenerator(seed)
-        self.supports_masking = True
-        self.built = True
+        self.rate = check_rate("GaussianDropout", rate)
+        self._init_noise(seed, self.rate > 0)
 
     def call(self, inputs, training=False):
         if training and self.rate > 0:
@@ -92,11 +99,9 @@ class GaussianNoise(_NoiseLayer):
 
     def __init__(self, stddev: float, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.stddev = _validation.check_range("GaussianNoise", "stddev", stddev, 0.0, None)
-        self.seed = seed
-        self.seed_generator = ReplicaSeedGenerator(seed)
-        self.supports_masking = True
-        self.built = True
+        checked = _validation.check_range("GaussianNoise", "stddev", stddev, 0.0, None)
+        self.stddev = stddev if isinstance(stddev, (int, float)) else checked
+        self._init_noise(seed, self.stddev > 0)
 
     def call(self, inputs, training=False):
         if training and self.stddev > 0:
@@ -128,7 +133,9 @@ class AlphaDropout(_NoiseLayer):
         A tensor of the input's shape.
 
     Raises:
-        ValueError: ``rate`` outside [0, 1], ``noise_shape`` entries < 1.
+        ValueError: ``rate`` outside [0, 1], a ``noise_shape`` that is not a tuple of
+            positive ints and ``None``s (Keras does not check it).
+        TypeError: ``rate`` not a real number.
 
     Reference:
         Klambauer et al., NeurIPS 2017.
@@ -142,17 +149,15 @@ class AlphaDropout(_NoiseLayer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.rate = _validation.check_range("AlphaDropout", "rate", rate, 0.0, 1.0)
-        self.noise_shape = _check_noise_shape("AlphaDropout", noise_shape)
-        self.seed = seed
-        self.seed_generator = ReplicaSeedGenerator(seed)
-        self.supports_masking = True
-        self.built = True
+        self.rate = check_rate("AlphaDropout", rate)
+        self._noise_shape = check_noise_shape("AlphaDropout", noise_shape)
+        self.noise_shape = noise_shape  # as given, as Keras stores it
+        self._init_noise(seed, self.rate > 0)
 
     def call(self, inputs, training=False):
         if training and self.rate > 0:
             return dropout_ops.alpha_dropout(
-                inputs, self.rate, noise_shape=self.noise_shape, seed=self.seed_generator
+                inputs, self.rate, noise_shape=self._noise_shape, seed=self.seed_generator
             )
         return inputs
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import keras
 
-from keras_regkit.layers._stochastic import ScheduledRateMixin
+from keras_regkit.layers._stochastic import ScheduledRateMixin, build_weightless
 from keras_regkit.ops import dropout as dropout_ops
 
 
@@ -44,11 +44,11 @@ class DropPath(ScheduledRateMixin, keras.layers.Layer):
     def __init__(self, rate: float, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self._init_rate(rate, seed)
-        self.built = True
+        build_weightless(self)
 
     def call(self, inputs, training=False):
         if training:
-            return dropout_ops.drop_path(inputs, self.rate_variable, seed=self.seed_generator)
+            return dropout_ops.drop_path(inputs, self.rate_tensor, seed=self.seed_generator)
         return inputs
 
     def compute_output_shape(self, input_shape):

@@ -89,7 +89,7 @@ class DropConnect(ScheduledRateMixin, _KernelWrapper):
         if not training:
             return self.layer(inputs)
         kernel = ops.convert_to_tensor(self.layer.kernel)
-        kernel = dropout_ops.dropout(kernel, self.rate_variable, seed=self.seed_generator)
+        kernel = dropout_ops.dropout(kernel, self.rate_tensor, seed=self.seed_generator)
         return _dense_with_kernel(self.layer, inputs, kernel)
 
     def get_config(self):

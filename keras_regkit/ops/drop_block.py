@@ -68,6 +68,7 @@ def drop_block_2d(
     Returns:
         A tensor like ``x``.
     """
+    x = ops.convert_to_tensor(x)
     h_axis, w_axis = (2, 3) if data_format == "channels_first" else (1, 2)
     shape = list(ops.shape(x))
     height, width = shape[h_axis], shape[w_axis]

@@ -79,6 +79,7 @@ def dropout(
     Returns:
         A tensor like ``x``.
     """
+    x = ops.convert_to_tensor(x)
     if _is_python_number(rate):
         if rate == 0:
             return x
@@ -103,6 +104,7 @@ def dropout(
 
 def scale_for_inference(x, rate):
     """Inference for ``scaling="test_time"`` dropout: multiplies by the keep probability."""
+    x = ops.convert_to_tensor(x)
     return x * ops.cast(1.0 - ops.cast(rate, "float32"), x.dtype)
 
 
@@ -120,6 +122,7 @@ def gaussian_dropout(x, rate, seed=None):
 
     ``rate = 1`` (infinite variance) returns zeros, like ``dropout``.
     """
+    x = ops.convert_to_tensor(x)
     if rate == 1:
         return ops.zeros_like(x)
     stddev = math.sqrt(rate / (1.0 - rate))
@@ -129,6 +132,7 @@ def gaussian_dropout(x, rate, seed=None):
 
 def gaussian_noise(x, stddev, seed=None):
     """Additive zero-mean Gaussian noise with standard deviation ``stddev``."""
+    x = ops.convert_to_tensor(x)
     return x + keras.random.normal(ops.shape(x), mean=0.0, stddev=stddev, dtype=x.dtype, seed=seed)
 
 
@@ -148,6 +152,7 @@ def alpha_dropout(x, rate, noise_shape=None, seed=None, fast: bool = True):
 
     ``rate = 1`` (where the affine correction diverges) returns zeros, like ``dropout``.
     """
+    x = ops.convert_to_tensor(x)
     if rate == 1:
         return ops.zeros_like(x)
     a, b, alpha_p = alpha_dropout_affine(rate)

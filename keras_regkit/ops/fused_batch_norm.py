@@ -21,21 +21,17 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from keras_regkit import _compat
+
 
 def in_xla_context() -> bool:
     """True while tracing a function compiled by XLA (``jit_compile=True``).
 
     XLA lowers the fused op into its own expansion, which is slower than what it
     makes of the generic composition, so the layer takes the generic path there.
-    This reads a TensorFlow-internal helper; if it ever disappears the answer is
-    False and only speed, never numbers, changes.
+    See ``keras_regkit._compat.tf_in_xla_context``: only speed, never numbers, depends on it.
     """
-    try:
-        from tensorflow.python.ops import control_flow_util
-
-        return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
-    except (ImportError, AttributeError):
-        return False
+    return _compat.tf_in_xla_context()
 
 
 def fused_layout(shape, axis: int):

@@ -28,6 +28,8 @@ import math
 import keras
 from keras import ops
 
+from keras_regkit import _compat
+
 HALF_BITS = 16
 _ONE = float(2**HALF_BITS)
 _MAX = 2**HALF_BITS - 1
@@ -44,19 +46,6 @@ def realised_rate(rate: float) -> float:
     return min(math.ceil(float(rate) * _ONE), _MAX) / _ONE
 
 
-def _draw_seed(seed):
-    from keras.src.random.seed_generator import draw_seed
-
-    return draw_seed(seed)
-
-
-def _tf_in_xla_context() -> bool:
-    from tensorflow.python.framework import ops as tf_ops
-    from tensorflow.python.ops import control_flow_util
-
-    return control_flow_util.GraphOrParentsInXlaContext(tf_ops.get_default_graph())
-
-
 def _tf_raw_words(count, seed):
     """``count`` uint32 random words for a seed (int32 pair), Philox (ThreeFry under XLA)."""
     import tensorflow as tf
@@ -64,7 +53,7 @@ def _tf_raw_words(count, seed):
     if seed.dtype != tf.int32:  # Keras keeps int64 seed state on TF; stateless ops need int32.
         seed = tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)
     key, counter = tf.raw_ops.StatelessRandomGetKeyCounter(seed=seed)
-    algorithm = 2 if _tf_in_xla_context() else 1  # ThreeFry under XLA, Philox otherwise
+    algorithm = 2 if _compat.tf_in_xla_context() else 1  # ThreeFry under XLA, Philox otherwise
     return tf.raw_ops.StatelessRandomUniformFullIntV2(
         shape=tf.reshape(count, [1]),
         key=key,
@@ -83,7 +72,7 @@ def _tf_keep_mask(shape, threshold, seed):
     else:
         size = tf.reduce_prod(tf.cast(tf.stack(shape), tf.int64))
         target = tf.stack(shape)
-    words = _tf_raw_words((size + 1) // 2, _draw_seed(seed))
+    words = _tf_raw_words((size + 1) // 2, _compat.draw_seed(seed))
     halves = tf.reshape(tf.bitcast(words, tf.int16), [-1])
     if not isinstance(size, int) or size % 2:
         halves = halves[:size]
@@ -95,10 +84,8 @@ def _jax_keep_mask(shape, threshold, seed):
     import jax
     import jax.numpy as jnp
 
-    from keras.src.backend.jax.random import jax_draw_seed
-
     size = math.prod(shape)
-    words = jax.random.bits(jax_draw_seed(seed), ((size + 1) // 2,), dtype=jnp.uint32)
+    words = jax.random.bits(_compat.jax_draw_seed(seed), ((size + 1) // 2,), dtype=jnp.uint32)
     halves = jax.lax.bitcast_convert_type(words, jnp.int16).reshape(-1)[:size]
     keep = halves >= (jnp.asarray(threshold) - 2**15).astype(jnp.int16)
     return keep.reshape(shape)

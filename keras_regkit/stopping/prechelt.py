@@ -14,6 +14,11 @@ monitored validation error, E_tr the training error; both are minimised):
   successive strip ends: ``E_va(t) > E_va(t-k)``, ``E_va(t-k) > E_va(t-2k)``, ...
 
 Non-finite values are skipped (they neither count as epochs nor update E_opt).
+GL and PQ are defined for positive errors only (GL divides by E_opt, P_k by the
+strip's smallest training error, and both invert their meaning on negative
+values): a validation error (GL, PQ) or training error (PQ) <= 0 raises a
+``ValueError`` naming the criterion, the epoch and the value. UP_s only compares
+errors and takes any finite value.
 The first strip end has no ``E_va(t-k)`` to compare with, so UP_s can stop at
 the earliest at strip end ``s+1``. When the training error is constant over a
 strip (``P_k = 0``) the quotient is taken as ``+inf`` if ``GL > 0`` and 0 otherwise.
@@ -61,6 +66,15 @@ def training_progress(strip: Sequence[float]) -> float:
     return 1000.0 * (strip.sum() / (strip.size * strip.min()) - 1.0)
 
 
+def _check_positive(rule: str, what: str, obs: Observation, value: float) -> None:
+    if value <= 0:
+        raise ValueError(
+            f"{rule}: Prechelt's GL and PQ are defined for positive errors, got {what}="
+            f"{value!r} at epoch {obs.epoch + 1}; monitor a positive error (a loss or an error "
+            "rate) or use the UP criterion or patience"
+        )
+
+
 class _PrecheltRule(StoppingRule):
     """Shared parts: validation-error criteria defined for minimised values."""
 
@@ -77,8 +91,13 @@ class _PrecheltRule(StoppingRule):
 class GeneralizationLoss(_PrecheltRule):
     """GL_alpha: stop when the generalization loss exceeds ``alpha`` percent.
 
+    Defined for positive validation errors only.
+
     Args:
         alpha: threshold on ``GL(t)`` in percent (> 0).
+
+    Raises:
+        ValueError: ``alpha <= 0``; during training, a validation error <= 0.
 
     Reference:
         Prechelt 1998, "Early Stopping - But When?", definition of GL_alpha.
@@ -102,6 +121,7 @@ class GeneralizationLoss(_PrecheltRule):
     def update(self, obs: Observation) -> str | None:
         if not math.isfinite(obs.value):
             return None
+        _check_positive("GL", "the validation error", obs, obs.value)
         gl = self.gl(obs.value)
         if gl > self.alpha:
             return f"generalization loss GL={gl:.3g}% > alpha={self.alpha:g}%"
@@ -121,10 +141,16 @@ class GeneralizationLoss(_PrecheltRule):
 class ProgressQuotient(_PrecheltRule):
     """PQ_alpha: at a strip end, stop when ``GL(t) / P_k(t) > alpha``.
 
+    Defined for positive validation and training errors only.
+
     Args:
         alpha: threshold on the quotient (> 0).
         strip: strip length k (>= 2; Prechelt uses 5).
         train_monitor: log key of the training error (default ``"loss"``).
+
+    Raises:
+        ValueError: ``alpha <= 0``, ``strip < 2``; during training, an error <= 0.
+        TypeError: ``train_monitor`` not a non-empty str.
 
     Reference:
         Prechelt 1998, "Early Stopping - But When?", definition of PQ_alpha.
@@ -160,6 +186,8 @@ class ProgressQuotient(_PrecheltRule):
             )
         if not (math.isfinite(obs.value) and math.isfinite(train)):
             return None
+        _check_positive("PQ", "the validation error", obs, obs.value)
+        _check_positive("PQ", f"the training error {self.train_monitor!r}", obs, train)
         gl = self._gl.gl(obs.value)
         self.count += 1
         self._train = (self._train + [float(train)])[-self.strip:]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from keras_regkit import layers as L
-from keras_regkit.callbacks import DropoutSchedule
+from keras_regkit.callbacks import DropoutSchedule, EarlyStopping
 
 
 @keras.saving.register_keras_serializable(package="keras_regkit_tests")
@@ -29,13 +29,17 @@ class RateProbe(keras.callbacks.Callback):
         self.traces.append(TraceCounter.calls)
 
 
-def _model():
+TORCH = keras.backend.backend() == "torch"
+
+
+def _model(rate=0.4):
     inputs = keras.Input((16,))
     h = TraceCounter()(inputs)
-    h = L.Dropout(0.4, seed=0, name="drop")(h)
+    h = L.Dropout(rate, seed=0, name="drop")(h)
     h = L.DropPath(0.2, seed=0, name="path")(h)
     model = keras.Model(inputs, keras.layers.Dense(1)(h))
-    model.compile("sgd", "mse", jit_compile=True)
+    # torch runs eagerly by default (nothing to retrace); its torch.compile is exercised elsewhere.
+    model.compile("sgd", "mse", jit_compile=not TORCH)
     return model
 
 
@@ -51,8 +55,41 @@ def test_linear_ramp_to_each_layers_own_rate_without_retracing():
     model.fit(x, y, epochs=6, batch_size=16, verbose=0, callbacks=[DropoutSchedule(ramp_epochs=4), probe])
     np.testing.assert_allclose(probe.rates, [0.0, 0.1, 0.2, 0.3, 0.4, 0.4], atol=1e-6)
     assert model.get_layer("path").rate == pytest.approx(0.2)
-    # The train step was traced during epoch 1 only: no retrace when the rate changed.
-    assert probe.traces[0] >= 1 and probe.traces == [probe.traces[0]] * 6
+    if TORCH:  # eager: after the first epoch's build, the Python call runs once per step
+        assert np.diff(probe.traces).tolist() == [4] * 5
+    else:  # the train step was traced during epoch 1 only: no retrace when the rate changed
+        assert probe.traces[0] >= 1 and probe.traces == [probe.traces[0]] * 6
+
+
+@pytest.mark.parametrize("early_stopping", [EarlyStopping, keras.callbacks.EarlyStopping])
+def test_restoring_the_best_weights_never_rewinds_the_schedule(early_stopping, tmp_path):
+    """The rate is not a weight: a stop that restores epoch 0 keeps the last scheduled rate."""
+    model = _model()
+    x, y = _data()
+    stop = early_stopping(monitor="loss", patience=1, restore_best_weights=True)
+    # The loss is forced to rise after epoch 0, so epoch 0 is restored after epoch 2.
+    rising = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: logs.update(loss=float(epoch)))
+    model.fit(x, y, epochs=10, batch_size=16, verbose=0,
+              callbacks=[DropoutSchedule(ramp_epochs=4), rising, stop])
+    assert stop.stopped_epoch == 1 and stop.best_epoch == 0
+    assert model.get_layer("drop").rate == pytest.approx(0.1)  # epoch 1's rate, not epoch 0's 0.0
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model.get_layer("drop").rate_tensor), 0.1, rtol=1e-6)
+    # A model saved afterwards keeps the current rate (in its config) and no rate weight.
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    assert keras.models.load_model(path).get_layer("drop").rate == pytest.approx(0.1)
+
+
+def test_one_schedule_serves_several_models_and_fits():
+    schedule = DropoutSchedule(ramp_epochs=2)
+    x, y = _data()
+    first, second = _model(rate=0.4), _model(rate=0.6)
+    first.fit(x, y, epochs=3, batch_size=32, verbose=0, callbacks=[schedule])
+    second.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[schedule])
+    assert first.get_layer("drop").rate == pytest.approx(0.4)  # ramp finished, left alone since
+    assert second.get_layer("drop").rate == pytest.approx(0.0)  # epoch 0 of its own ramp
+    second.fit(x, y, epochs=3, initial_epoch=1, batch_size=32, verbose=0, callbacks=[schedule])
+    assert second.get_layer("drop").rate == pytest.approx(0.6)  # same model: its own target kept
 
 
 def test_rate_changes_take_effect_in_the_compiled_step():

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from keras_regkit.callbacks import EarlyStopping
 from keras_regkit.stopping import GeneralizationLoss, UpStrips
+from tests.conftest import requires_backend
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -85,11 +86,27 @@ def test_same_decisions_as_keras_on_scripted_logs(
         expected = drive(theirs, model, values)
         got = drive(ours, model, values)
     assert got == expected
-    assert ours.stopped_epoch == theirs.stopped_epoch
-    assert ours.best == theirs.best
-    assert ours.best_epoch == theirs.best_epoch
-    assert ours.wait == theirs.wait
+    assert_same_attributes(ours, theirs)
     assert (ours.stop_reason == "patience") == (theirs.stopped_epoch > 0)
+
+
+def keras_attributes(callback) -> dict:
+    """The public attributes Keras's EarlyStopping keeps (what a user can read or set)."""
+    return {k: v for k, v in vars(callback).items() if not k.startswith("_") and k != "params"}
+
+
+def assert_same_attributes(ours, theirs):
+    """Every attribute of Keras's callback exists on ours with the same value (and type)."""
+    for name, value in keras_attributes(theirs).items():
+        mine = getattr(ours, name)
+        if name == "best_weights" and value is not None:
+            assert len(mine) == len(value)
+            for a, b in zip(mine, value):
+                np.testing.assert_array_equal(a, b)
+        elif name == "model":
+            assert mine is value
+        else:
+            assert mine == value and type(mine) is type(value), (name, mine, value)
 
 
 def _fit(callback, seed=3):
@@ -123,6 +140,78 @@ def test_same_decisions_as_keras_in_model_fit():
     assert ours.stop_reason == "patience" and ours.restored_epoch == theirs.best_epoch
     for a, b in zip(model_o.get_weights(), model_k.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-6)
+    for a, b in zip(ours.best_weights, theirs.best_weights):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    assert set(keras_attributes(theirs)) <= set(dir(ours))
+    assert (ours.monitor_op, ours.min_delta, ours.wait) == (theirs.monitor_op, theirs.min_delta, theirs.wait)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"min_delta": -0.3, "mode": "min"},
+        {"min_delta": -0.3, "mode": "max"},
+        {"min_delta": 2, "mode": "auto"},
+        {"patience": 3.0},
+        {"verbose": True},
+        {"start_from_epoch": 1.0, "baseline": 1},
+        {"restore_best_weights": True, "baseline": 0.25},
+    ],
+)
+def test_arguments_keras_accepts_give_keras_attributes(kwargs):
+    """Keras stores abs(min_delta) (negated once the mode resolves to min), keeps
+    patience=3.0 and verbose=True as given, ...: so do we, before and after training."""
+    theirs = keras.callbacks.EarlyStopping(monitor="loss", **kwargs)
+    ours = EarlyStopping(monitor="loss", **kwargs)
+    assert_same_attributes(ours, theirs)
+    values = [3.0, 2.0, 2.5, 1.0, 1.5, 1.6, 1.7, 0.5]
+    assert drive(ours, tiny_model(), values) == drive(theirs, tiny_model(), values)
+    assert_same_attributes(ours, theirs)
+
+
+def test_best_and_counters_can_be_set_as_in_keras():
+    """Keras's tests (and users resuming a run) assign best, wait and best_weights."""
+    model = tiny_model()
+    results = []
+    for cls in (keras.callbacks.EarlyStopping, EarlyStopping):
+        cb = cls(monitor="loss", patience=2)
+        cb.set_model(model)
+        cb.on_train_begin()
+        cb.best, cb.wait, cb.best_epoch = 0.5, 1, 7
+        for epoch, value in enumerate([0.7, 0.6, 0.4, 0.45]):
+            cb.on_epoch_end(epoch, {"loss": value})
+        results.append((cb.best, cb.wait, cb.best_epoch, cb.stopped_epoch))
+        cb.best_weights = object()
+        cb.on_train_begin()
+        assert cb.best is None and cb.wait == 0 and cb.best_weights is None
+    assert results[0] == results[1]
+
+
+class OwnWeightIO(keras.Sequential):
+    """A model that stores and loads its weights through its own methods (as Keras allows)."""
+
+    calls = []
+
+    def get_weights(self):
+        OwnWeightIO.calls.append("get")
+        return [w * 2 for w in super().get_weights()]
+
+    def set_weights(self, weights):
+        OwnWeightIO.calls.append("set")
+        super().set_weights([w / 2 for w in weights])
+
+
+def test_restore_goes_through_the_models_get_and_set_weights():
+    model = OwnWeightIO([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    script = Scripted([1.0, 0.5, 0.7, 0.9])
+    es = EarlyStopping(monitor="loss", patience=1, restore_best_weights=True)
+    x = np.random.default_rng(0).normal(size=(16, 2)).astype("float32")
+    OwnWeightIO.calls.clear()
+    model.fit(x, x[:, :1], epochs=4, verbose=0, callbacks=[script, es])
+    assert OwnWeightIO.calls[-1] == "set" and "get" in OwnWeightIO.calls
+    for got, want in zip(keras.Sequential.get_weights(model), script.weights[1]):
+        np.testing.assert_allclose(got, want / 2, rtol=1e-6)  # Scripted read the doubled weights
 
 
 # ------------------------------------------------------------ beyond Keras
@@ -197,6 +286,7 @@ def test_missing_monitor_warns_or_raises():
         drive(strict, tiny_model(), [1.0], key="acc", extra=[{"loss": 1.0}])
 
 
+@requires_backend("tensorflow")
 def test_snapshot_buffers_are_reused():
     cb = EarlyStopping(monitor="loss", patience=10, restore_best_weights=True)
     model = tiny_model()
@@ -254,8 +344,16 @@ def test_config_round_trip():
     "kwargs, match",
     [
         ({"mode": "best"}, r"mode must be one of 'auto', 'min', 'max', got 'best'"),
-        ({"patience": -1}, r"patience must be an integer >= 0, got -1"),
-        ({"start_from_epoch": -2}, r"start_from_epoch must be an integer >= 0, got -2"),
+        ({"patience": -1}, r"patience must be a whole number >= 0, got -1"),
+        ({"patience": 2.5}, r"patience must be a whole number >= 0, got 2.5"),
+        ({"start_from_epoch": -2}, r"start_from_epoch must be a whole number >= 0, got -2"),
+        ({"verbose": -1}, r"verbose must be a whole number >= 0, got -1"),
+        ({"min_delta": float("nan")}, r"min_delta must be a finite real number, got nan"),
+        ({"min_delta": float("inf")}, r"min_delta must be a finite real number, got inf"),
+        ({"baseline": float("nan")}, r"baseline must be a finite real number, got nan"),
+        ({"baseline": -float("inf")}, r"baseline must be a finite real number, got -inf"),
+        ({"stopping_threshold": float("nan")}, r"stopping_threshold must be a finite real number"),
+        ({"divergence_threshold": float("inf")}, r"divergence_threshold must be a finite real number"),
         ({"mode": "min", "stopping_threshold": 2.0, "divergence_threshold": 1.0},
          r"stopping_threshold must be < divergence_threshold in mode='min'"),
         ({"mode": "max", "stopping_threshold": 0.1, "divergence_threshold": 0.5},
@@ -282,6 +380,22 @@ def test_pq_without_training_loss_raises():
     cb = EarlyStopping(monitor="val_loss", criterion="PQ")
     with pytest.raises(ValueError, match=r"criterion='PQ' needs 'loss'.*val_loss"):
         drive(cb, tiny_model(), [1.0], key="val_loss")
+
+
+@pytest.mark.parametrize("criterion, values, train", [
+    ("GL5", [0.5, 0.2, 0.0], None),
+    ("GL", [0.5, -0.1], None),
+    ("PQ0.5", [0.5, 0.4, 0.3, 0.2, 0.1], [0.5, 0.4, 0.3, 0.2, 0.0]),
+])
+def test_prechelt_on_non_positive_errors_raises_value_error_and_restores(criterion, values, train):
+    """GL and PQ divide by errors: a zero or negative one is a clear error, never
+    ZeroDivisionError, and the best weights are still restored."""
+    model = tiny_model()
+    cb = EarlyStopping(monitor="val_loss", criterion=criterion, restore_best_weights=True)
+    extra = None if train is None else [{"loss": t} for t in train]
+    with pytest.raises(ValueError, match=rf"{criterion[:2]}: Prechelt's GL and PQ are defined for "
+                                         rf"positive errors, got .*=-?0\.[01]+ at epoch {len(values)}"):
+        drive(cb, model, values, key="val_loss", extra=extra)
 
 
 def test_prechelt_needs_a_minimised_value():
@@ -380,6 +494,21 @@ def test_exception_restores_best_and_propagates_unchanged(error, hook):
         assert es.stop_reason == "exception"
     # The guard is gone: the model is back to its own methods.
     assert "evaluate" not in model.__dict__ and "reset_metrics" not in model.__dict__
+
+
+def test_prechelt_error_mid_fit_still_restores_the_best_weights():
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    script = Scripted([1.0, 0.5, 0.7, 0.9])  # the monitored val_loss: best at epoch 1
+    training = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: logs.update(val_loss=logs["loss"], loss=[2.0, 1.0, 0.5, 0.0][epoch]))
+    es = EarlyStopping(monitor="val_loss", criterion="PQ", restore_best_weights=True)
+    with pytest.raises(ValueError, match="PQ: Prechelt's GL and PQ .* training error 'loss'=0.0 at epoch 4"):
+        model.fit(x, x[:, :1], epochs=4, verbose=0, callbacks=[script, training, es])
+    assert es.restored_epoch == 1 and es.stop_reason == "exception"
+    for got, want in zip(model.get_weights(), script.weights[1]):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_exception_in_fit_own_code_is_caught():
