@@ -18,7 +18,7 @@ from keras_regkit.layers._stochastic import ScheduledRateMixin
 
 
 def _schedulable(layer) -> bool:
-    return isinstance(layer, ScheduledRateMixin)
+    return isinstance(layer, ScheduledRateMixin) and layer.schedulable
 
 
 @keras.saving.register_keras_serializable(package="keras_regkit")
@@ -34,6 +34,9 @@ class DropoutSchedule(keras.callbacks.Callback):
     ``ramp_epochs`` and stays there; the target is ``end_rate`` or, if ``None``, the rate the
     layer had when training began (the DropBlock ramp). A callable ``schedule(epoch, target)``
     returns the rate for a 0-based epoch given a layer's target (curriculum dropout, etc.).
+
+    Layers constructed with ``rate=0`` have no random state (as Keras's) and are not
+    scheduled; construct a layer with its target rate to ramp it.
 
     One schedule object can serve several ``fit`` calls and models: it always schedules the
     model being fitted. A later ``fit`` of the same model keeps each layer's target (so
@@ -52,8 +55,9 @@ class DropoutSchedule(keras.callbacks.Callback):
     Raises:
         ValueError: bad ``start_rate``/``end_rate``/``ramp_epochs``/``schedule``, a named layer
             that is missing, or a schedule that returns a rate outside [0, 1].
-        TypeError: a chosen layer without a schedulable ``rate`` (e.g. ``keras.layers.Dropout``,
-            whose Python-float rate is baked into the traced graph).
+        TypeError: a chosen layer without a schedulable ``rate``: ``keras.layers.Dropout``
+            (whose Python-float rate is baked into the traced graph), or one of ours
+            constructed with ``rate=0``.
     """
 
     def __init__(
@@ -96,8 +100,8 @@ class DropoutSchedule(keras.callbacks.Callback):
                 item = by_name[item]
             if not _schedulable(item):
                 raise TypeError(
-                    "DropoutSchedule: layers must be keras_regkit dropout-family layers (with a "
-                    f"rate variable), got {item.name!r}"
+                    "DropoutSchedule: layers must be keras_regkit dropout-family layers "
+                    f"constructed with rate > 0, got {item.name!r}"
                 )
             chosen.append(item)
         return chosen

@@ -9,7 +9,9 @@ state of the second kind: a traced step must read its current value, yet it is n
 parameter, and a restore of the best weights must not rewind it. Keras offers no other slot of
 that kind, so a schedulable layer's one seed generator carries the rate in its state variable:
 ``[seed, counter, round(rate * 2**30)]``. The layer then has exactly the weights (none), the
-config and the number of seed generators of the Keras layer it replaces.
+config and the number of seed generators of the Keras layer it replaces. As in Keras, a layer
+constructed with ``rate=0`` draws nothing and has no random state: it is the identity, and
+its rate cannot be scheduled.
 """
 
 from __future__ import annotations
@@ -100,7 +102,9 @@ class ScheduledRateMixin:
     ``keras_regkit.callbacks.DropoutSchedule`` does between epochs) also stores ``r`` in the
     layer's :class:`RateSeedGenerator`, which compiled steps read, so an already traced
     ``train_step`` (graph, XLA, JAX or torch) follows at once. The rate is not a weight:
-    weight files, ``get_weights`` and ``EarlyStopping`` never see or rewind it.
+    weight files, ``get_weights`` and ``EarlyStopping`` never see or rewind it. A layer
+    constructed with ``rate=0`` has no random state (as Keras's): it is the identity and
+    only accepts ``rate = 0``.
     Layers with this mixin are recognised as dropout-family layers by
     ``keras_regkit.mc_predict``.
     """
@@ -111,7 +115,13 @@ class ScheduledRateMixin:
     def _init_rate(self, rate, seed) -> None:
         self._rate = check_rate(type(self).__name__, rate)
         self.seed = seed
-        self.seed_generator = RateSeedGenerator(seed, rate=self._rate)
+        if self._rate > 0:  # as Keras: no random state for a layer that never draws
+            self.seed_generator = RateSeedGenerator(seed, rate=self._rate)
+
+    @property
+    def schedulable(self) -> bool:
+        """Whether the layer has random state, i.e. was constructed with ``rate > 0``."""
+        return isinstance(getattr(self, "seed_generator", None), RateSeedGenerator)
 
     @property
     def rate(self):
@@ -121,7 +131,14 @@ class ScheduledRateMixin:
     @rate.setter
     def rate(self, value) -> None:
         value = check_rate(type(self).__name__, value)
-        self.seed_generator.set_rate(value)
+        if self.schedulable:
+            self.seed_generator.set_rate(value)
+        elif value != 0:
+            raise ValueError(
+                f"{type(self).__name__}: rate can only change on a layer constructed with "
+                f"rate > 0 (one constructed with rate=0 has no random state, as in Keras), "
+                f"got rate={value!r} for layer {self.name!r}"
+            )
         self._rate = value
 
     @property

@@ -70,7 +70,7 @@ class DropBlock2D(ScheduledRateMixin, keras.layers.Layer):
             )
 
     def call(self, inputs, training=False):
-        if training:
+        if training and self.schedulable:
             return drop_block_ops.drop_block_2d(
                 inputs,
                 self.rate_tensor,

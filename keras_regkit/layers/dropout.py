@@ -117,6 +117,8 @@ class Dropout(ScheduledRateMixin, keras.layers.Layer):
         return self.noise_shape
 
     def call(self, inputs, training=False):
+        if not self.schedulable:  # constructed with rate 0: the identity, as Keras
+            return inputs
         if training:
             return dropout_ops.dropout(
                 inputs,

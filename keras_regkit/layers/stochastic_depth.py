@@ -47,7 +47,7 @@ class DropPath(ScheduledRateMixin, keras.layers.Layer):
         build_weightless(self)
 
     def call(self, inputs, training=False):
-        if training:
+        if training and self.schedulable:
             return dropout_ops.drop_path(inputs, self.rate_tensor, seed=self.seed_generator)
         return inputs
 

@@ -86,7 +86,7 @@ class DropConnect(ScheduledRateMixin, _KernelWrapper):
         self._init_rate(rate, seed)
 
     def call(self, inputs, training=False):
-        if not training:
+        if not (training and self.schedulable):
             return self.layer(inputs)
         kernel = ops.convert_to_tensor(self.layer.kernel)
         kernel = dropout_ops.dropout(kernel, self.rate_tensor, seed=self.seed_generator)

@@ -169,6 +169,22 @@ def test_rate_is_settable_exactly_and_is_not_a_weight(make):
     assert layer.rate == 0.35
 
 
+@pytest.mark.parametrize("make", [lambda: L.Dropout(0.0), lambda: L.Dropout(0, scaling="test_time"),
+                                  lambda: L.SpatialDropout1D(0.0), lambda: L.DropPath(0.0),
+                                  lambda: L.DropBlock2D(0.0, 1), lambda: L.DropConnect(keras.layers.Dense(4), 0.0)])
+def test_rate_zero_layers_keep_no_random_state_as_keras(make):
+    layer = make()
+    assert not layer.schedulable and not hasattr(layer, "seed_generator")
+    x = np.random.default_rng(0).normal(size=(2, 3, 4)).astype("float32")
+    if isinstance(layer, L.DropBlock2D):
+        x = x[..., None]
+    expected = np_(layer.layer(x)) if isinstance(layer, L.DropConnect) else x
+    np.testing.assert_allclose(np_(layer(x, training=True)), expected, rtol=1e-6)
+    layer.rate = 0.0  # a no-op is fine
+    with pytest.raises(ValueError, match=r"rate can only change on a layer constructed with rate > 0.*got rate=0.3"):
+        layer.rate = 0.3
+
+
 def test_rate_in_the_random_state_leaves_keras_random_stream_unchanged():
     """The schedulable layer draws exactly the seeds keras.random.SeedGenerator would."""
     ours = L.Dropout(0.3, seed=11).seed_generator

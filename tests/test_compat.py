@@ -1,0 +1,150 @@
+"""One test per private Keras/TensorFlow/CPython reliance in keras_regkit._compat.
+
+Each test fails if a Keras or TensorFlow release changes the behaviour the package relies on,
+on whichever backend and Keras version the suite runs with.
+"""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_regkit import _compat
+from tests.conftest import requires_backend
+
+
+class _Holder(keras.layers.Layer):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = keras.layers.Dense(2, name="inner")
+
+    def call(self, x):
+        return self.inner(x)
+
+
+def _nested_model():
+    block = keras.Sequential([keras.layers.Dense(3, name="a"), keras.layers.Dense(3, name="b")], name="block")
+    inputs = keras.Input((4,))
+    return keras.Model(inputs, _Holder(name="holder")(block(inputs)), name="outer")
+
+
+def test_flatten_layers_finds_every_nested_layer_once_and_not_the_model():
+    layers = _compat.flatten_layers(_nested_model())
+    named = {layer.name for layer in layers if not isinstance(layer, keras.layers.InputLayer)}
+    assert named == {"block", "a", "b", "holder", "inner"}  # nested ones too, not the model
+    assert len(layers) == len({id(layer) for layer in layers})
+
+
+def test_build_at_init_builds_weightless_layers_unless_build_is_overridden():
+    class Weightless(keras.layers.Layer):
+        def __init__(self):
+            super().__init__()
+            _compat.build_at_init(self)
+
+    class WithBuild(Weightless):
+        def build(self, input_shape):
+            pass
+
+    assert Weightless().built
+    assert not WithBuild().built
+
+
+def test_overriding_call_shadows_the_method_and_is_undone():
+    layer = keras.layers.Dense(2, kernel_initializer="ones")
+    x = np.ones((1, 3), "float32")
+    plain = keras.ops.convert_to_numpy(layer(x))
+    assert not _compat.call_overridden(layer)
+    with _compat.overriding_call(layer, lambda inputs, **kwargs: inputs[:, :2] * 0 + 7.0):
+        assert _compat.call_overridden(layer)
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x)), 7.0)
+        with pytest.raises(RuntimeError, match="already has its call overridden"):
+            with _compat.overriding_call(layer, lambda inputs: inputs):
+                pass
+    assert not _compat.call_overridden(layer)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x)), plain)
+
+
+def test_auto_name_counts_per_prefix():
+    first, second = _compat.auto_name("SeedGenerator"), _compat.auto_name("SeedGenerator")
+    assert first.startswith("seed_generator") and second.startswith("seed_generator") and first != second
+
+
+def test_print_msg_prints(capsys):
+    _compat.print_msg("hello from keras_regkit")
+    assert "hello from keras_regkit" in capsys.readouterr().out
+
+
+def test_metric_direction_reads_compiled_metrics():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    assert _compat.metric_direction(model, "accuracy") is None  # not compiled
+    model.compile("sgd", "mse", metrics=["accuracy", "mae"])
+    model.fit(np.zeros((4, 2)), np.zeros((4, 1)), epochs=1, verbose=0)  # builds the metrics
+    assert _compat.metric_direction(model, "accuracy") == "max"
+    assert _compat.metric_direction(model, "mae") == "min"
+    assert _compat.metric_direction(model, "unknown") is None
+
+
+def test_draw_seed_from_int_and_generator():
+    seed = keras.ops.convert_to_numpy(_compat.draw_seed(5))
+    assert seed.shape == (2,) and int(seed[0]) == 5
+    generator = keras.random.SeedGenerator(3)
+    first, second = (keras.ops.convert_to_numpy(_compat.draw_seed(generator)) for _ in range(2))
+    assert not np.array_equal(first, second)
+
+
+@requires_backend("jax")
+def test_jax_draw_seed_gives_a_key():
+    import jax
+
+    key = _compat.jax_draw_seed(keras.random.SeedGenerator(1))
+    assert jax.random.bits(key, (3,)).shape == (3,)
+
+
+@requires_backend("tensorflow")
+def test_tf_in_xla_context():
+    import tensorflow as tf
+
+    assert not _compat.tf_in_xla_context()
+    assert not tf.function(_compat.tf_in_xla_context)()
+    assert tf.function(lambda: tf.constant(_compat.tf_in_xla_context()), jit_compile=True)().numpy()
+
+
+class _Probe(keras.callbacks.Callback):
+    """Reads what the frame-walking helpers find during a real fit."""
+
+    def on_train_begin(self, logs=None):
+        self.callback_list = _compat.fit_callback_list(self)
+        self.samples = _compat.fit_sample_count()
+
+
+def test_fit_callback_list_and_sample_count_are_found_from_a_callback():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    probe = _Probe()
+    model.fit(np.zeros((12, 2)), np.zeros((12, 1)), epochs=1, batch_size=4, verbose=0, callbacks=[probe])
+    assert isinstance(probe.callback_list, keras.callbacks.CallbackList)
+    assert any(c is probe for c in probe.callback_list.callbacks)
+    assert probe.samples == 12
+    assert _compat.fit_callback_list(probe) is None  # outside fit
+    assert _compat.fit_sample_count() is None
+
+
+def test_called_from_names_the_caller_of_the_caller():
+    def wrapper():
+        return _compat.called_from("fit")
+
+    def fit():
+        return wrapper()
+
+    assert fit() is True
+    assert wrapper() is False
+
+
+def test_jax_state_sync_writes_fit_state_back_on_jax_and_is_a_no_op_elsewhere():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    model.fit(np.ones((4, 2)), np.ones((4, 1)), epochs=1, verbose=0)
+    before = [keras.ops.convert_to_numpy(w) for w in model.weights]
+    _compat.jax_state_sync(model)
+    assert hasattr(model, "jax_state_sync") == (keras.backend.backend() == "jax")
+    for a, w in zip(before, model.weights):
+        np.testing.assert_array_equal(a, keras.ops.convert_to_numpy(w))
