@@ -284,8 +284,9 @@ class AugmentationLayer(keras.layers.Layer):
     In inference the layer only casts its input to the compute dtype. In training it augments each
     batch with a key drawn from a ``keras.random.SeedGenerator`` (one that differs across
     ``tf.distribute`` replicas). On the TensorFlow backend the
-    TensorFlow kernels run in the model's graph; on other backends they run on the host through
-    ``jax.pure_callback`` (the layer has no gradient, so put it first in the model). Ops that change
+    TensorFlow kernels run in the model's graph; on JAX they run on the host through
+    ``jax.pure_callback``, and on torch on a NumPy copy of the batch (one host round trip per
+    batch; the layer has no gradient, so put it first in the model). Ops that change
     labels (MixUp, CutMix, LabelSmoothing) cannot run inside a model; use them in ``tf.data``.
 
     Args:
@@ -327,24 +328,30 @@ class AugmentationLayer(keras.layers.Layer):
         if not training:
             return keras.ops.cast(inputs, self.compute_dtype)
         key = keras.random.randint((2,), 0, 2**31 - 1, seed=self.seed_generator, dtype="int32")
-        if keras.backend.backend() == "tensorflow":
+        backend = keras.backend.backend()
+        if backend == "tensorflow":
             out = self._tf_augment(inputs, key)
-        else:
-            out = self._host_augment(inputs, key)
+        elif backend == "jax":
+            out = self._jax_augment(inputs, key)
+        else:  # torch: eager, one host round trip per batch
+            out = keras.ops.convert_to_tensor(
+                self._host_augment(keras.ops.convert_to_numpy(inputs), keras.ops.convert_to_numpy(key))
+            )
         return keras.ops.cast(out, self.compute_dtype)
 
-    def _host_augment(self, inputs, key):
-        import jax
+    def _host_augment(self, images, key):
+        """The pipeline on NumPy arrays, through one traced TensorFlow function."""
         import numpy as np
 
         if self._eager_fn is None:
             self._eager_fn = tf.function(self._tf_augment)
+        return np.asarray(self._eager_fn(tf.constant(np.asarray(images)), tf.constant(np.asarray(key))))
+
+    def _jax_augment(self, inputs, key):
+        import jax
+
         shape = self.compute_output_shape(tuple(inputs.shape))
-
-        def host(x, k):
-            return np.asarray(self._eager_fn(tf.constant(np.asarray(x)), tf.constant(np.asarray(k))))
-
-        return jax.pure_callback(host, jax.ShapeDtypeStruct(shape, "float32"), inputs, key)
+        return jax.pure_callback(self._host_augment, jax.ShapeDtypeStruct(shape, "float32"), inputs, key)
 
     def get_config(self):
         config = super().get_config()
