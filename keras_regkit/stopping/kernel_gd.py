@@ -177,7 +177,8 @@ class KernelGradientDescent:
     Attributes (after ``fit``):
         m_, kappa_, max_iter_, eigenvalues_ (of ``K/m``, ascending),
         stopping_time_ (``max_iter`` until a rule selects one), rule_,
-        noise_level_ (``sigma`` used by the last rule that needed one, else ``None``).
+        noise_level_ (``sigma`` used by the last selected rule, ``None`` if that rule
+        needs none).
 
     Raises:
         TypeError: ``kernel`` not callable.
@@ -512,6 +513,7 @@ class KernelGradientDescent:
             inspect.signature(method).bind(**kwargs)
         except TypeError as error:
             raise ValueError(f"{_OWNER}: bad arguments for rule {rule!r}: {error}") from None
+        self.noise_level_ = None  # set again by a rule that uses sigma
         t = method(**kwargs)
         self.stopping_time_, self.rule_ = int(t), rule
         return self.stopping_time_

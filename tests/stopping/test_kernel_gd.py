@@ -150,6 +150,11 @@ def test_raskutti_rule_matches_its_definition(rng):
     first = next(t for t in range(2001) if exceeded(t))
     assert t_hat == first - 1
     assert model.noise_level_ == sigma
+    # A rule that needs no sigma leaves no stale one behind.
+    model.select("yao", r=0.5)
+    assert model.noise_level_ is None
+    model.select("discrepancy")
+    assert model.noise_level_ == pytest.approx(estimate_noise_level(x, y))
 
 
 def test_yao_rule_and_clamp(rng):
