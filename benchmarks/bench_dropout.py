@@ -6,6 +6,10 @@ A step is forward + gradient of ``sum(layer(x, training=True))`` with respect to
 (``jax.jit`` of a ``stateless_call``). Each figure is the median of >= 5 repeats, ours and
 Keras's interleaved, and every ratio is against Keras measured in the same process.
 
+It also times the 0.1.0 design of our layer (the schedulable rate read from a float32
+non-trainable weight, now replaced by a rate carried in the seed generator's state) and prints
+``now / 0.1.0``, so the cost of the redesign is measured in the same run.
+
 Usage: python benchmarks/bench_dropout.py [--quick] [--repeats N]
 """
 
@@ -24,14 +28,43 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHAPES = [(256, 4096), (64, 32, 32, 64)]
 
 
+BASELINE = "keras.Dropout(0.5)"
+OURS = "regkit.Dropout(0.5)"
+PREVIOUS = "regkit 0.1.0 (rate weight)"
+
+
+def _variable_rate_dropout(rate, seed):
+    """The 0.1.0 layer's hot path: the same mask op, with the rate read from a float32 weight."""
+    import keras
+
+    from keras_regkit._distribution import ReplicaSeedGenerator
+    from keras_regkit.ops import dropout as dropout_ops
+
+    class VariableRateDropout(keras.layers.Layer):
+        def __init__(self):
+            super().__init__()
+            self.seed_generator = ReplicaSeedGenerator(seed)
+            self.rate_variable = self.add_weight(
+                name="rate", shape=(), dtype="float32", trainable=False, autocast=False,
+                initializer=keras.initializers.Constant(rate))
+
+        def call(self, inputs, training=False):
+            if not training:
+                return inputs
+            return dropout_ops.dropout(inputs, self.rate_variable, seed=self.seed_generator)
+
+    return VariableRateDropout()
+
+
 def _candidates(shape):
     import keras
 
     import keras_regkit
 
     layers = {
-        "keras.Dropout(0.5)": keras.layers.Dropout(0.5, seed=1),
-        "regkit.Dropout(0.5)": keras_regkit.layers.Dropout(0.5, seed=1),
+        BASELINE: keras.layers.Dropout(0.5, seed=1),
+        OURS: keras_regkit.layers.Dropout(0.5, seed=1),
+        PREVIOUS: _variable_rate_dropout(0.5, 1),
     }
     if len(shape) == 4:
         layers["regkit.DropBlock2D(0.1,7)"] = keras_regkit.layers.DropBlock2D(0.1, 7, seed=1)
@@ -126,10 +159,14 @@ def measure(mode, repeats, min_seconds):
         for _ in range(repeats):  # interleave ours and the baseline
             for name, fn in steps.items():
                 times[name].append(_time(fn, x, min_seconds))
-        base = float(np.median(times["keras.Dropout(0.5)"]))
+        base = float(np.median(times[BASELINE]))
+        previous = np.asarray(times[PREVIOUS])
         for name, values in times.items():
             med = float(np.median(values))
-            rows.append({"mode": mode, "shape": str(shape), "layer": name, "ms": med * 1e3, "ratio": med / base})
+            # now / 0.1.0 per repeat (the two ran back to back), then the median of those ratios
+            versus = float(np.median(np.asarray(values) / previous))
+            rows.append({"mode": mode, "shape": str(shape), "layer": name, "ms": med * 1e3,
+                         "ratio": med / base, "vs_0.1.0": versus})
     return rows
 
 
@@ -156,10 +193,12 @@ def main():
     env = dict(os.environ, KERAS_BACKEND="jax")
     out = subprocess.run(child, env=env, capture_output=True, text=True, check=True).stdout
     rows += json.loads(out.strip().splitlines()[-1])
-    print(f"keras {keras.__version__}; median of {repeats} interleaved repeats; ratio = time / keras.Dropout")
-    print(f"{'mode':<9} {'shape':<18} {'layer':<28} {'ms/step':>9} {'ratio':>7}")
+    print(f"keras {keras.__version__}; median of {repeats} interleaved repeats; ratio = time / keras.Dropout;")
+    print("vs 0.1.0 = median over repeats of time / the 0.1.0 design's time (rate weight)")
+    print(f"{'mode':<9} {'shape':<18} {'layer':<28} {'ms/step':>9} {'ratio':>7} {'vs 0.1.0':>9}")
     for r in rows:
-        print(f"{r['mode']:<9} {r['shape']:<18} {r['layer']:<28} {r['ms']:>9.2f} {r['ratio']:>7.3f}")
+        print(f"{r['mode']:<9} {r['shape']:<18} {r['layer']:<28} {r['ms']:>9.2f} {r['ratio']:>7.3f} "
+              f"{r['vs_0.1.0']:>9.3f}")
 
 
 if __name__ == "__main__":

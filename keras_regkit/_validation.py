@@ -41,16 +41,19 @@ def check_range(
     low_inclusive: bool = True,
     high_inclusive: bool = True,
 ) -> float:
-    """Checks ``low <= value <= high`` (bounds optional, inclusiveness selectable)."""
+    """Checks ``low <= value <= high`` (bounds optional, inclusiveness selectable).
+
+    The value must be finite: a missing bound means any finite number, never +-inf or NaN.
+    """
     value = check_number(owner, name, value)
-    ok = value == value  # rejects NaN
+    ok = math.isfinite(value)
     if low is not None:
         ok = ok and (value >= low if low_inclusive else value > low)
     if high is not None:
         ok = ok and (value <= high if high_inclusive else value < high)
     if not ok:
-        left = "[" if low_inclusive else "("
-        right = "]" if high_inclusive else ")"
+        left = "[" if low_inclusive and low is not None else "("
+        right = "]" if high_inclusive and high is not None else ")"
         lo = "-inf" if low is None else f"{low:g}"
         hi = "inf" if high is None else f"{high:g}"
         _fail(owner, name, f"in {left}{lo}, {hi}{right}", value)

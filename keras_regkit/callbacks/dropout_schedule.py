@@ -140,3 +140,7 @@ class DropoutSchedule(keras.callbacks.Callback):
             "layers": self.layers,
             "verbose": self.verbose,
         }
+
+    @classmethod
+    def from_config(cls, config) -> "DropoutSchedule":
+        return cls(**config)

@@ -297,7 +297,7 @@ def recompute_batch_statistics(
         mean, variance = mean_sum / groups, variance_sum / groups
         layer.moving_mean.assign(mean.astype("float32"))
         layer.moving_variance.assign(variance.astype("float32"))
-        if layer.renorm:
+        if getattr(layer, "renorm", False):  # Keras < 3.14 has no renorm
             layer.moving_stddev.assign(np.sqrt(variance + layer.epsilon).astype("float32"))
     return count
 

@@ -154,6 +154,10 @@ class YaoStoppingTime(keras.callbacks.Callback):
                 "exponent_offset": self.exponent_offset, "constant": self.constant,
                 "verbose": self.verbose}
 
+    @classmethod
+    def from_config(cls, config) -> "YaoStoppingTime":
+        return cls(**config)
+
 
 @keras.saving.register_keras_serializable(package="keras_regkit")
 class DiscrepancyStopping(keras.callbacks.Callback):
@@ -222,3 +226,7 @@ class DiscrepancyStopping(keras.callbacks.Callback):
     def get_config(self) -> dict:
         return {"sigma": self.sigma, "monitor": self.monitor, "tau": self.tau,
                 "verbose": self.verbose}
+
+    @classmethod
+    def from_config(cls, config) -> "DiscrepancyStopping":
+        return cls(**config)

@@ -78,7 +78,7 @@ def test_mixing_label_errors(op):
 
 
 def test_constructor_errors():
-    with pytest.raises(ValueError, match=r"MixUp: alpha must be in \(0, inf\], got 0.0"):
+    with pytest.raises(ValueError, match=r"MixUp: alpha must be in \(0, inf\), got 0.0"):
         MixUp(alpha=0.0)
     with pytest.raises(ValueError, match=r"CutMix: p must be in \[0, 1\], got 1.5"):
         CutMix(p=1.5)

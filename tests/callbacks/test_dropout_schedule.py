@@ -6,6 +6,7 @@ import pytest
 
 from keras_regkit import layers as L
 from keras_regkit.callbacks import DropoutSchedule, EarlyStopping
+from tests.conftest import requires_backend
 
 
 @keras.saving.register_keras_serializable(package="keras_regkit_tests")
@@ -134,3 +135,21 @@ def test_config_round_trip():
     schedule = DropoutSchedule(start_rate=0.05, end_rate=0.3, ramp_epochs=5, layers=["a"], verbose=1)
     assert DropoutSchedule(**schedule.get_config()).get_config() == schedule.get_config()
     assert schedule.rate_at(0, 0.3) == pytest.approx(0.05) and schedule.rate_at(9, 0.3) == pytest.approx(0.3)
+
+
+@requires_backend("torch")
+def test_torch_compile_follows_the_schedule_without_recompiling():
+    import torch._dynamo
+
+    inputs = keras.Input((16,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(L.Dropout(0.4, seed=0, name="drop")(inputs)))
+    model.compile("sgd", "mse", jit_compile=True)  # torch.compile
+    graphs = []
+    count = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: graphs.append(torch._dynamo.utils.counters["stats"]["unique_graphs"]))
+    x, y = _data()
+    schedule = DropoutSchedule(schedule=lambda epoch, target: 1.0 if epoch == 2 else 0.1 * epoch, layers=["drop"])
+    history = model.fit(x, y, epochs=4, batch_size=64, verbose=0, shuffle=False, callbacks=[schedule, count])
+    bias = keras.ops.convert_to_numpy(model.layers[-1].bias)
+    np.testing.assert_allclose(history.history["loss"][2], np.mean((y - bias) ** 2), rtol=0.05)
+    assert graphs[1:] == [graphs[1]] * 3  # compiled in the first epochs, never again

@@ -151,11 +151,11 @@ def test_discrepancy_missing_monitor(rng):
 @pytest.mark.parametrize("call, match", [
     (lambda: YaoStepSchedule(kappa=0.0), "YaoStepSchedule: kappa must be"),
     (lambda: YaoStepSchedule(kappa=1.0, theta=1.0), r"theta must be in \[0, 1\)"),
-    (lambda: YaoStoppingTime(r=0.0), r"YaoStoppingTime: r must be in \(0, inf\], got 0.0"),
+    (lambda: YaoStoppingTime(r=0.0), r"YaoStoppingTime: r must be in \(0, inf\), got 0.0"),
     (lambda: YaoStoppingTime(r=1.0, theta=-0.5), "theta must be"),
     (lambda: YaoStoppingTime(r=1.0, m=0), "m must be an integer >= 1, got 0"),
     (lambda: YaoStoppingTime(r=1.0, unit="batches"), "unit must be one of"),
-    (lambda: DiscrepancyStopping(sigma=0.0), r"DiscrepancyStopping: sigma must be in \(0, inf\]"),
+    (lambda: DiscrepancyStopping(sigma=0.0), r"DiscrepancyStopping: sigma must be in \(0, inf\)"),
     (lambda: DiscrepancyStopping(sigma=1.0, tau=-1.0), "tau must be"),
 ])
 def test_bad_arguments(call, match):

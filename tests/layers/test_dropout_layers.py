@@ -212,12 +212,12 @@ def test_rate_in_the_random_state_leaves_keras_random_stream_unchanged():
         (lambda: L.SpatialDropout2D(2.0), r"SpatialDropout2D: rate must be in \[0, 1\], got 2.0"),
         (lambda: L.GaussianDropout(1.01), r"GaussianDropout: rate must be in \[0, 1\]"),
         (lambda: L.AlphaDropout(-1), r"AlphaDropout: rate must be in \[0, 1\]"),
-        (lambda: L.GaussianNoise(-0.5), r"GaussianNoise: stddev must be in \[0, inf\], got -0.5"),
+        (lambda: L.GaussianNoise(-0.5), r"GaussianNoise: stddev must be in \[0, inf\), got -0.5"),
         (lambda: L.DropPath(1.2), r"DropPath: rate must be in \[0, 1\]"),
         (lambda: L.DropBlock2D(0.1, 0), r"DropBlock2D: block_size must be an integer >= 1, got 0"),
         (lambda: L.DropBlock2D(1.1, 3), r"DropBlock2D: rate must be in \[0, 1\]"),
         (lambda: L.DropConnect(keras.layers.Dense(2), 1.1), r"DropConnect: rate must be in \[0, 1\]"),
-        (lambda: L.WeightNoise(keras.layers.Dense(2), -1.0), r"WeightNoise: stddev must be in \[0, inf\]"),
+        (lambda: L.WeightNoise(keras.layers.Dense(2), -1.0), r"WeightNoise: stddev must be in \[0, inf\)"),
     ],
 )
 def test_bad_arguments_raise_value_error_naming_them(make, message):

@@ -234,7 +234,7 @@ def test_bad_inputs(call, match):
 def test_bad_rule_arguments(rng):
     x, y = data(rng)
     model = KernelGradientDescent(GaussianKernel(0.3)).fit(x, y, max_iter=20)
-    with pytest.raises(ValueError, match=r"sigma must be in \(0, inf\], got 0.0"):
+    with pytest.raises(ValueError, match=r"sigma must be in \(0, inf\), got 0.0"):
         model.select("discrepancy", sigma=0.0)
     with pytest.raises(ValueError, match="sigma must be"):
         model.select("raskutti", sigma=-1.0)

@@ -169,7 +169,7 @@ def test_serialization_round_trip(rule):
     "make, match",
     [
         (lambda: GeneralizationLoss(0.0),
-         r"GeneralizationLoss: alpha must be in \(0, inf\], got 0.0"),
+         r"GeneralizationLoss: alpha must be in \(0, inf\), got 0.0"),
         (lambda: ProgressQuotient(0.5, strip=1),
          r"ProgressQuotient: strip must be an integer >= 2"),
         (lambda: UpStrips(0), r"UpStrips: s must be an integer >= 1, got 0"),

@@ -64,7 +64,7 @@ def test_step_size_decreasing_and_bounded(t, kappa, theta):
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda: yao_stopping_time(100, 0.0), r"yao_stopping_time: r must be in \(0, inf\], got 0.0"),
+    (lambda: yao_stopping_time(100, 0.0), r"yao_stopping_time: r must be in \(0, inf\), got 0.0"),
     (lambda: yao_stopping_time(100, -1), "r must be"),
     (lambda: yao_stopping_time(100, 1.0, theta=1.0), r"theta must be in \[0, 1\), got 1.0"),
     (lambda: yao_stopping_time(100, 1.0, theta=-0.1), "theta must be"),
