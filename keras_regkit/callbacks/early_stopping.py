@@ -116,10 +116,11 @@ class EarlyStopping(keras.callbacks.Callback):
     Only weights are restored: state that is not a weight (a ``DropoutSchedule``'s
     rates, seed generators, the optimizer) is left as the last epoch left it.
 
-    On TensorFlow, for a model with Keras's own ``get_weights``/``set_weights``
-    (outside ``tf.distribute``), the snapshot is one set of ``tf.Variable`` buffers
-    overwritten in place on the device, so memory stays flat and nothing is copied
-    to the host; ``best_weights`` then reads NumPy copies of them.
+    For a model with Keras's own ``get_weights``/``set_weights`` (outside
+    ``tf.distribute``), the snapshot is one set of buffers overwritten in place, so memory
+    stays flat and nothing is allocated per improvement (``tf.Variable`` buffers on the
+    device on TensorFlow, NumPy buffers on JAX and torch); ``best_weights`` then reads NumPy
+    copies of them.
 
     Args:
         monitor: log key to monitor. Defaults to ``"val_loss"``.
@@ -472,27 +473,23 @@ class EarlyStopping(keras.callbacks.Callback):
     def _snapshot(self, epoch: int) -> None:
         """Keeps the current weights as the best: ``model.get_weights()``, as Keras does.
 
-        On TensorFlow, for a model with Keras's own weight methods, one ``tf.Variable``
-        per weight is assigned in place instead: TensorFlow shares the buffer and copies it
-        on the next write (one device-side copy, no transfer to the host).
+        For a model with Keras's own weight methods (outside ``tf.distribute``), one set of
+        buffers allocated at the first snapshot is overwritten in place instead (flat memory,
+        no allocation per improvement): ``tf.Variable``s on TensorFlow (TensorFlow shares the
+        buffer and copies it on the next write: one device-side copy, no transfer to the
+        host), NumPy arrays filled from host views of the variables on JAX and torch.
         """
         model = self.model
-        if (
-            keras.backend.backend() == "tensorflow"
-            and self._strategy is None
-            and _uses_keras_weight_io(model)
-        ):
-            import tensorflow as tf
-
+        if self._strategy is not None or not _uses_keras_weight_io(model):
+            self.best_weights = model.get_weights()
+        else:
             variables = model.weights
             if self._buffers is None or len(self._buffers) != len(variables):
                 self.best_weights = None
-                self._buffers = [tf.Variable(v.value, trainable=False) for v in variables]
+                self._buffers = [_new_buffer(v) for v in variables]
             else:
                 for buffer, variable in zip(self._buffers, variables):
-                    buffer.assign(variable.value)
-        else:
-            self.best_weights = model.get_weights()
+                    _fill_buffer(buffer, variable)
         self._snapshot_epoch = epoch
 
     def _restore(self) -> bool:
@@ -503,7 +500,9 @@ class EarlyStopping(keras.callbacks.Callback):
         _compat.jax_state_sync(self.model)
         if self._buffers is not None:
             for variable, buffer in zip(self.model.weights, self._buffers):
-                variable.assign(buffer)
+                # A copy: a backend may alias a NumPy array it is assigned from, and the
+                # buffers are overwritten in place by the next snapshot.
+                variable.assign(buffer if not isinstance(buffer, np.ndarray) else buffer.copy())
         else:
             self.model.set_weights(self._best_weights)
         self.restored_epoch = self._snapshot_epoch
@@ -533,6 +532,29 @@ class EarlyStopping(keras.callbacks.Callback):
                 else "no weights restored"
             )
             _compat.print_msg(f"EarlyStopping: fit was left by {type(error).__name__}; {tail}.")
+
+
+def _host_view(variable) -> np.ndarray:
+    """The variable's value as a NumPy array, without a copy where the backend allows."""
+    value = variable.value
+    if keras.backend.backend() == "torch":
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _new_buffer(variable):
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.Variable(variable.value, trainable=False)
+    return np.array(_host_view(variable))
+
+
+def _fill_buffer(buffer, variable) -> None:
+    if isinstance(buffer, np.ndarray):
+        np.copyto(buffer, _host_view(variable))
+    else:
+        buffer.assign(variable.value)
 
 
 def _scalar(key: str, value) -> float:

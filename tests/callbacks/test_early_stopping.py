@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 
 from keras_regkit.callbacks import EarlyStopping
 from keras_regkit.stopping import GeneralizationLoss, UpStrips
-from tests.conftest import requires_backend
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -287,7 +286,6 @@ def test_missing_monitor_warns_or_raises():
         drive(strict, tiny_model(), [1.0], key="acc", extra=[{"loss": 1.0}])
 
 
-@requires_backend("tensorflow")
 def test_snapshot_buffers_are_reused():
     cb = EarlyStopping(monitor="loss", patience=10, restore_best_weights=True)
     model = tiny_model()
