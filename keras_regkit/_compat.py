@@ -132,6 +132,20 @@ def tf_in_xla_context() -> bool:
 
 
 # ------------------------------------------------------------------------ model.fit
+#: What Keras's ``fit`` calls on the ``CallbackList`` it builds, looked up at every call.
+FIT_CALLBACK_LIST_HOOKS = (
+    "on_epoch_begin",
+    "on_epoch_end",
+    "on_train_batch_begin",
+    "on_train_batch_end",
+    "on_train_end",
+)
+#: What Keras's ``fit`` calls on the model at every step or epoch, looked up at every call: the
+#: compiled step, the validation pass, and the per-epoch metric reset and read-out (a private
+#: method). ``keras_regkit.callbacks._fit_guard`` shadows them with instance attributes.
+FIT_MODEL_HOOKS = ("train_function", "evaluate", "reset_metrics", "_get_metrics_result_or_logs")
+
+
 def jax_state_sync(model) -> None:
     """On JAX, writes the state ``fit`` keeps outside the variables back into them.
 

@@ -148,3 +148,30 @@ def test_jax_state_sync_writes_fit_state_back_on_jax_and_is_a_no_op_elsewhere():
     assert hasattr(model, "jax_state_sync") == (keras.backend.backend() == "jax")
     for a, w in zip(before, model.weights):
         np.testing.assert_array_equal(a, keras.ops.convert_to_numpy(w))
+
+
+def test_fit_looks_up_every_guarded_hook_at_each_use():
+    """Instance attributes shadowing the hooks are what fit calls (the FitGuard's mechanism)."""
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    calls = {}
+
+    def counted(owner, name):
+        original = getattr(owner, name)
+
+        def wrapper(*args, **kwargs):
+            calls[name] = calls.get(name, 0) + 1
+            return original(*args, **kwargs)
+
+        object.__setattr__(owner, name, wrapper)
+
+    class Shadow(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            for name in _compat.FIT_CALLBACK_LIST_HOOKS:
+                counted(_compat.fit_callback_list(self), name)
+            for name in _compat.FIT_MODEL_HOOKS:
+                counted(self.model, name)
+
+    x, y = np.zeros((8, 2), "float32"), np.zeros((8, 1), "float32")
+    model.fit(x, y, validation_data=(x, y), epochs=2, batch_size=4, verbose=0, callbacks=[Shadow()])
+    assert set(calls) == set(_compat.FIT_CALLBACK_LIST_HOOKS) | set(_compat.FIT_MODEL_HOOKS), calls

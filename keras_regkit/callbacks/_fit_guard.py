@@ -31,14 +31,8 @@ from typing import Callable
 
 from keras_regkit import _compat
 
-_CALLBACK_HOOKS = (
-    "on_epoch_begin",
-    "on_epoch_end",
-    "on_train_batch_begin",
-    "on_train_batch_end",
-    "on_train_end",
-)
-_MODEL_HOOKS = ("train_function", "evaluate", "reset_metrics", "_get_metrics_result_or_logs")
+_CALLBACK_HOOKS = _compat.FIT_CALLBACK_LIST_HOOKS
+_MODEL_HOOKS = _compat.FIT_MODEL_HOOKS
 
 
 def _is_end_of_data(error: BaseException) -> bool:
