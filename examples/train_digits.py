@@ -72,7 +72,7 @@ def main(argv=None):
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     stopper = EarlyStopping(monitor="val_loss", patience=3, restore_best_weights=True, verbose=1)
     # After the best weights are restored, give BatchNormalization precise population statistics.
-    precise_bn = PopulationStatistics(tf.data.Dataset.from_tensor_slices(x_train).batch(64))
+    precise_bn = PopulationStatistics(x_train.astype("float32"), batch_size=64)
     model.fit(train, validation_data=(x_val.astype("float32"), y_val), epochs=5 if args.quick else 30,
               callbacks=[stopper, precise_bn], shuffle=False, verbose=2)
     _, accuracy = model.evaluate(x_test.astype("float32"), y_test, verbose=0)

@@ -269,11 +269,11 @@ class EarlyStopping(keras.callbacks.Callback):
     def best_weights(self) -> list | None:
         """The snapshot of the best weights (``model.get_weights()`` order), or ``None``.
 
-        A list of NumPy arrays (NumPy copies of the on-device buffers on TensorFlow's fast
-        path). Setting it, as Keras allows, replaces the snapshot that a restore uses.
+        A list of NumPy arrays (copies of the in-place buffers, where those are used).
+        Setting it, as Keras allows, replaces the snapshot that a restore uses.
         """
         if self._buffers is not None:
-            return [np.array(keras.ops.convert_to_numpy(b)) for b in self._buffers]
+            return [np.array(buffer) for buffer in self._buffers]
         return self._best_weights
 
     @best_weights.setter
