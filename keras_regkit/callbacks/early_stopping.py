@@ -237,17 +237,21 @@ class EarlyStopping(keras.callbacks.Callback):
         self._guard = FitGuard(self._on_fit_error)
         self._strategy = None
         self._reset_run()
+        self._clear_snapshot()
 
     # ------------------------------------------------------------------ state
     def _reset_run(self) -> None:
         self._tracker.reset()
         self.stopped_epoch = 0
-        self.best_weights = None
         self.stop_reason: str | None = None
         self.stop_message: str | None = None
         self.restored_epoch: int | None = None
-        self._snapshot_epoch: int | None = None
         self._rules_ready = False
+
+    def _clear_snapshot(self) -> None:
+        """Drops the best weights: every fit (a resumed one too) snapshots its own."""
+        self.best_weights = None
+        self._snapshot_epoch: int | None = None
 
     best = property(
         lambda self: self._tracker.best,
@@ -397,8 +401,7 @@ class EarlyStopping(keras.callbacks.Callback):
             self._resume = False
         else:
             self._reset_run()
-        self.best_weights = None
-        self._snapshot_epoch = None
+        self._clear_snapshot()
         self._strategy = model_strategy(self.model)
         self._guard.install(self.model, _compat.fit_callback_list(self))
 
