@@ -72,11 +72,13 @@ class AugmentOp:
         p: probability that the op is applied to an example, in [0, 1].
 
     Subclasses set ``kind`` (``"image"`` or ``"text"``), implement ``sample``/``apply`` (images) or
-    ``augment`` (text), ``output_spec`` when they change shapes or need labels, and ``get_config``.
+    ``augment`` (text), ``output_spec`` when they change shapes or need labels, ``apply_targets``
+    when they move pixels (masks and boxes must follow), and ``get_config``.
     """
 
     kind = IMAGE
     changes_labels = False
+    carries_targets = True  # False when the op cannot move segmentation masks and boxes
     xla_sampling = True  # False when ``sample`` uses ops without an XLA kernel
 
     def __init__(self, p: float = 1.0):
@@ -91,6 +93,24 @@ class AugmentOp:
         """Checks the specs of a batch and returns the specs after the op (default: unchanged)."""
         return images, labels
 
+    def targets_spec(self, targets: dict, images_in: tf.TensorSpec, images_out: tf.TensorSpec,
+                     labels) -> dict:
+        """Checks the masks and boxes a batch carries; returns their specs after the op.
+
+        ``targets`` maps ``"masks"`` and ``"boxes"`` to specs (absent when the batch has none).
+        By default masks take the output images' height and width and boxes keep their shape.
+        """
+        if targets and not self.carries_targets:
+            spec_error(self.owner, "inputs", "images without segmentation masks or bounding "
+                       "boxes (the op blends images, which no mask or box can follow)",
+                       f"a batch with {sorted(targets)}")
+        out = dict(targets)
+        if "masks" in out:
+            shape = out["masks"].shape
+            out["masks"] = tf.TensorSpec([shape[0], images_out.shape[1], images_out.shape[2],
+                                          shape[3]], out["masks"].dtype)
+        return out
+
     # -------------------------------------------------------------------------------- randomness
     def sample(self, key: tf.Tensor, batch_size, height: int, width: int) -> dict:
         """Draws the random parameters of one batch (override in image ops)."""
@@ -99,6 +119,27 @@ class AugmentOp:
     def apply(self, images: tf.Tensor, labels, params: dict):
         """Applies the op to float32 images given the drawn parameters."""
         raise NotImplementedError
+
+    def apply_targets(self, targets: dict, params: dict, height: int, width: int) -> dict:
+        """Moves segmentation masks and boxes with the pixels (override in geometric ops).
+
+        ``targets`` is the pipeline's internal dict (``keras_regkit.augment.targets``): masks
+        (batch, height, width, channels), ``xyxy`` boxes in pixels with their labels and visible
+        fractions. ``height`` and ``width`` are the input image's. Pixel-only ops (colour, blur,
+        noise, erasing) leave every target as it is, which is this default.
+        """
+        return targets
+
+    def mask_map(self, params: dict, height: int, width: int):
+        """The op's inverse coordinate map, for masks resampled once per run of geometric ops.
+
+        Returns ``(inverse, check_size)``: six (batch,) tensors ``(a, b, c, d, e, f)`` with
+        ``x_in = a x + b y + c`` and ``y_in = d x + e y + f`` on continuous pixel coordinates of
+        the output, and the input (height, width) outside of which a mask reads 0 (or None when
+        no point can leave it). ``None`` (the default) when the map is not affine; the pipeline
+        then calls ``apply_targets`` on materialized masks.
+        """
+        return None
 
     def augment(self, images, labels, key):
         """Samples and applies in one step (used eagerly, and by text ops)."""

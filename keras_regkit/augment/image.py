@@ -19,6 +19,7 @@ from keras_regkit._validation import (
     check_pair,
     check_range,
 )
+from keras_regkit.augment import targets as T
 from keras_regkit.augment.base import (
     AugmentOp,
     coin,
@@ -111,6 +112,22 @@ def resize_boxes(images, top, left, box_h, box_w, out_h: int, out_w: int):
     return tf.transpose(cols, [0, 2, 1, 3])
 
 
+def resize_boxes_nearest(images, top, left, box_h, box_w, out_h: int, out_w: int):
+    """Nearest-neighbour version of :func:`resize_boxes` (for masks: values are never blended).
+
+    Output pixel ``i`` reads source ``start + min(floor((i + 0.5) * size / out), size - 1)``, the
+    source pixel that contains the output pixel's centre.
+    """
+    def taps(start, size, out_size):
+        size_f = tf.cast(size, tf.float32)[:, None]
+        pos = tf.floor((tf.range(out_size, dtype=tf.float32)[None, :] + 0.5) * (size_f / out_size))
+        pos = tf.minimum(tf.cast(pos, tf.int32), tf.cast(size, tf.int32)[:, None] - 1)
+        return tf.cast(start, tf.int32)[:, None] + pos
+
+    out = tf.gather(images, taps(top, box_h, out_h), axis=1, batch_dims=1)
+    return tf.gather(out, taps(left, box_w, out_w), axis=2, batch_dims=1)
+
+
 def box_mask(height, width, top, left, box_h, box_w):
     """(batch, height, width, 1) booleans, True inside each example's box (clipped to the image)."""
     r = tf.range(height)[None, :]
@@ -187,6 +204,21 @@ class RandomFlip(AugmentOp):
             images = _flip_axis(images, params["vertical"], axis=1)
         return images, labels
 
+    def apply_targets(self, targets, params, height, width):
+        horizontal = params["horizontal"] if "horizontal" in self.mode else None
+        vertical = params["vertical"] if "vertical" in self.mode else None
+        if "masks" in targets:
+            targets = dict(targets)
+            targets["masks"] = self.apply(targets["masks"], None, params)[0]
+        return T.flip_boxes(targets, horizontal, vertical, height, width)
+
+    def mask_map(self, params, height, width):
+        one = tf.ones_like(params["horizontal"], tf.float32)
+        h = tf.cast(params["horizontal"] & ("horizontal" in self.mode), tf.float32)
+        v = tf.cast(params["vertical"] & ("vertical" in self.mode), tf.float32)
+        zero = 0.0 * one
+        return (one - 2 * h, zero, h * width, zero, one - 2 * v, v * height), None
+
     def get_config(self):
         return {"mode": self.mode, "p": self.p}
 
@@ -233,6 +265,22 @@ class RandomCrop(AugmentOp):
         rows = params["top"][:, None] + tf.range(self.height)[None, :] - self.padding
         cols = params["left"][:, None] + tf.range(self.width)[None, :] - self.padding
         return gather_crop(images, rows, cols, self.fill_value), labels
+
+    def apply_targets(self, targets, params, height, width):
+        top, left = params["top"] - self.padding, params["left"] - self.padding
+        if "masks" in targets:
+            targets = dict(targets)
+            rows = top[:, None] + tf.range(self.height)[None, :]
+            cols = left[:, None] + tf.range(self.width)[None, :]
+            targets["masks"] = gather_crop(targets["masks"], rows, cols, 0)
+        return T.crop_resize_boxes(targets, top, left, self.height, self.width, self.height,
+                                   self.width)
+
+    def mask_map(self, params, height, width):
+        one = tf.ones_like(params["top"], tf.float32)
+        top = tf.cast(params["top"] - self.padding, tf.float32)
+        left = tf.cast(params["left"] - self.padding, tf.float32)
+        return (one, 0 * one, left, 0 * one, one, top), (height, width)
 
     def get_config(self):
         return {"height": self.height, "width": self.width, "padding": self.padding,
@@ -296,6 +344,19 @@ class RandomResizedCrop(AugmentOp):
         out = resize_boxes(images, params["top"], params["left"], params["box_height"],
                            params["box_width"], self.height, self.width)
         return out, labels
+
+    def apply_targets(self, targets, params, height, width):
+        box = (params["top"], params["left"], params["box_height"], params["box_width"])
+        if "masks" in targets:
+            targets = dict(targets)
+            targets["masks"] = resize_boxes_nearest(targets["masks"], *box, self.height, self.width)
+        return T.crop_resize_boxes(targets, *box, self.height, self.width)
+
+    def mask_map(self, params, height, width):
+        top, left, box_h, box_w = (tf.cast(params[k], tf.float32) for k in
+                                   ("top", "left", "box_height", "box_width"))
+        zero = 0.0 * top
+        return (box_w / self.width, zero, left, zero, box_h / self.height, top), None
 
     def get_config(self):
         return {"height": self.height, "width": self.width, "scale": self.scale,
@@ -389,20 +450,26 @@ class RandomAffine(AugmentOp):
                 "shear": tf.where(apply, shear, zero)}
 
     @staticmethod
-    def inverse_matrix(params):
-        """Per-example 2x2 inverse of ``R Shear Zoom`` as (a, b, c, d): src = [[a, b], [c, d]] dst."""
+    def forward_matrix(params):
+        """Per-example ``M = R Shear Zoom`` as (m00, m01, m10, m11), acting on ``(x, y)``.
+
+        x points right and y down; a positive angle turns the picture counter-clockwise on screen:
+        ``R = [[cos, sin], [-sin, cos]]``, ``Shear = [[1, tan(shear)], [0, 1]]``, ``Zoom = zoom I``.
+        """
         theta = params["angle"] * (math.pi / 180.0)
         sh = tf.tan(params["shear"] * (math.pi / 180.0))
         z = params["zoom"]
         cos, sin = tf.cos(theta), tf.sin(theta)
-        # Forward (x right, y down, counter-clockwise on screen): R = [[cos, sin], [-sin, cos]],
-        # Shear = [[1, sh], [0, 1]], Zoom = z I. M = R Shear Zoom.
-        m00, m01 = cos * z, (cos * sh + sin) * z
-        m10, m11 = -sin * z, (-sin * sh + cos) * z
+        return cos * z, (cos * sh + sin) * z, -sin * z, (-sin * sh + cos) * z
+
+    @classmethod
+    def inverse_matrix(cls, params):
+        """Per-example inverse of :meth:`forward_matrix` as (a, b, c, d): src = [[a, b], [c, d]] dst."""
+        m00, m01, m10, m11 = cls.forward_matrix(params)
         det = m00 * m11 - m01 * m10
         return m11 / det, -m01 / det, -m10 / det, m00 / det
 
-    def apply(self, images, labels, params):
+    def _warp(self, images, params, interpolation, fill_value):
         height, width = images.shape[1], images.shape[2]
         a, b, c, d = (v[:, None, None] for v in self.inverse_matrix(params))
         cy, cx = (height - 1) / 2.0, (width - 1) / 2.0
@@ -410,9 +477,29 @@ class RandomAffine(AugmentOp):
         xs = tf.range(width, dtype=tf.float32)[None, None, :] - cx - params["tx"][:, None, None]
         src_x = a * xs + b * ys + cx
         src_y = c * xs + d * ys + cy
-        out = sample_points(images, src_y, src_x, self.interpolation, self.fill_mode,
-                            self.fill_value)
-        return out, labels
+        return sample_points(images, src_y, src_x, interpolation, self.fill_mode, fill_value)
+
+    def apply(self, images, labels, params):
+        return self._warp(images, params, self.interpolation, self.fill_value), labels
+
+    def apply_targets(self, targets, params, height, width):
+        """Masks by nearest neighbour (0 outside the image in ``"constant"`` mode); each box becomes
+        the box enclosing its four moved corners. Boxes are not replicated by the reflect and wrap
+        fill modes: they describe the object itself."""
+        if "masks" in targets:
+            targets = dict(targets)
+            targets["masks"] = self._warp(targets["masks"], params, "nearest", 0)
+        return T.affine_boxes(targets, self.forward_matrix(params), (params["tx"], params["ty"]),
+                              height, width)
+
+    def mask_map(self, params, height, width):
+        if self.fill_mode != "constant":
+            return None  # reflect, wrap and nearest fills are not affine
+        a, b, c, d = self.inverse_matrix(params)
+        ox = width / 2.0 + params["tx"]
+        oy = height / 2.0 + params["ty"]
+        return (a, b, width / 2.0 - a * ox - b * oy, c, d, height / 2.0 - c * ox - d * oy), \
+            (height, width)
 
     def get_config(self):
         return {"degrees": self.degrees, "translate": self.translate, "zoom": self.zoom,

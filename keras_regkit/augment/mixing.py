@@ -9,6 +9,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from keras_regkit._validation import check_int, check_range
+from keras_regkit.augment import targets as T
 from keras_regkit.augment.base import AugmentOp, beta, coin, fold, randint, serializable, spec_error
 from keras_regkit.augment.image import box_mask, clip255, spatial
 
@@ -49,6 +50,7 @@ class MixUp(AugmentOp):
     """
 
     changes_labels = True
+    carries_targets = False  # a blend of two images has no single mask or box set
     xla_sampling = False  # Beta draws (stateless_gamma) have no XLA kernel
 
     def __init__(self, alpha: float = 0.2, p: float = 1.0):
@@ -99,8 +101,20 @@ class CutMix(AugmentOp):
 
     def output_spec(self, images, labels):
         spatial(self.owner, images)
-        _check_onehot(self.owner, labels)
+        if labels is not None:  # without labels (segmentation, detection): see targets_spec
+            _check_onehot(self.owner, labels)
         return images, labels
+
+    def targets_spec(self, targets, images_in, images_out, labels):
+        if labels is None and not targets:
+            spec_error(self.owner, "labels", "given (or segmentation masks or bounding boxes): "
+                       "apply it to a dataset of (images, labels) or a dict", "images only")
+        out = super().targets_spec(targets, images_in, images_out, labels)
+        if "boxes" in out:
+            shape = out["boxes"].shape
+            boxes = None if shape[1] is None else 2 * shape[1]
+            out["boxes"] = tf.TensorSpec([shape[0], boxes, 4], out["boxes"].dtype)
+        return out
 
     def sample(self, key, batch_size, height, width):
         apply = coin(fold(key, 0), batch_size, self.p)
@@ -127,7 +141,40 @@ class CutMix(AugmentOp):
         images = tf.where(mask, tf.gather(images, perm), images)
         area = tf.cast(params["box_height"] * params["box_width"], tf.float32)
         weight = 1.0 - area / float(height * width)
-        return images, mix_labels(labels, weight, perm)
+        return images, (None if labels is None else mix_labels(labels, weight, perm))
+
+    def apply_targets(self, targets, params, height, width):
+        """Pastes the partner's mask into the box; keeps both examples' boxes.
+
+        The example's own boxes lose the pasted area from their visible fraction (their corners
+        are kept); the partner's boxes are clipped to the pasted box. The output therefore holds
+        twice as many boxes as the input: the own ones, then the partner's.
+        """
+        top, left = params["top"], params["left"]
+        bh, bw, perm = params["box_height"], params["box_width"], params["perm"]
+        out = dict(targets)
+        if "masks" in targets:
+            mask = box_mask(height, width, top, left, bh, bw)
+            out["masks"] = tf.where(mask, tf.gather(targets["masks"], perm), targets["masks"])
+        if "boxes" in targets:
+            own = targets["boxes"]
+            paste = tf.cast(tf.stack([left, top, left + bw, top + bh], axis=-1), tf.float32)
+            paste = paste[:, None, :]
+            overlap = T.box_area(tf.concat([tf.maximum(own[..., :2], paste[..., :2]),
+                                            tf.minimum(own[..., 2:], paste[..., 2:])], -1))
+            area = T.box_area(own)
+            covered = tf.where(area > 0, overlap / tf.where(area > 0, area, 1.0), 1.0)
+            partner = tf.gather(own, perm)
+            inside = tf.concat([tf.clip_by_value(partner[..., :2], paste[..., :2], paste[..., 2:]),
+                                tf.clip_by_value(partner[..., 2:], paste[..., :2], paste[..., 2:])],
+                               -1)
+            out["boxes"] = tf.concat([own, inside], axis=1)
+            out["box_labels"] = tf.concat([targets["box_labels"],
+                                           tf.gather(targets["box_labels"], perm)], axis=1)
+            out["visible"] = tf.concat(
+                [targets["visible"] * (1.0 - covered),
+                 tf.gather(targets["visible"], perm) * T.kept_fraction(partner, inside)], axis=1)
+        return out
 
     def get_config(self):
         return {"alpha": self.alpha, "p": self.p}

@@ -19,10 +19,43 @@ import keras
 import tensorflow as tf
 
 from keras_regkit._distribution import ReplicaSeedGenerator
-from keras_regkit._validation import check_int
+from keras_regkit._validation import check_choice, check_int, check_range
+from keras_regkit.augment import targets as T
 from keras_regkit.augment.base import IMAGE, TEXT, AugmentOp, fold, serializable, spec_error
 
 OWNER = "Pipeline"
+IMAGES, LABELS, MASKS, BOXES = "images", "labels", "segmentation_masks", "bounding_boxes"
+DICT_KEYS = (IMAGES, LABELS, MASKS, BOXES)
+
+
+def _targets_specs(owner: str, images: tf.TensorSpec, masks, boxes) -> dict:
+    """Checks the specs of a batch's masks and boxes; returns them in the internal form."""
+    out = {}
+    if masks is not None:
+        if not isinstance(masks, tf.TensorSpec) or masks.shape.rank not in (3, 4):
+            spec_error(owner, MASKS, "a dense tensor (batch, height, width) or (batch, height, "
+                       "width, channels)", getattr(masks, "shape", masks))
+        shape = masks.shape
+        if shape[1:3] != images.shape[1:3]:
+            spec_error(owner, MASKS, f"of the images' height and width {tuple(images.shape[1:3])}",
+                       f"shape {tuple(shape)}")
+        if shape.rank == 4 and shape[3] is None:
+            spec_error(owner, MASKS, "of static channels", f"shape {tuple(shape)}")
+        channels = 1 if shape.rank == 3 else shape[3]
+        out["masks"] = tf.TensorSpec([shape[0], shape[1], shape[2], channels], masks.dtype)
+    if boxes is not None:
+        if not isinstance(boxes, dict) or set(boxes) != {"boxes", "labels"}:
+            spec_error(owner, BOXES, 'a dict {"boxes": (batch, num_boxes, 4), "labels": (batch, '
+                       'num_boxes)}', boxes)
+        coords, labels = boxes["boxes"], boxes["labels"]
+        if coords.shape.rank != 3 or coords.shape[-1] != 4:
+            spec_error(owner, 'bounding_boxes["boxes"]', "of shape (batch, num_boxes, 4)",
+                       f"shape {tuple(coords.shape)}")
+        if labels.shape.rank != 2 or not labels.shape.is_compatible_with(coords.shape[:2]):
+            spec_error(owner, 'bounding_boxes["labels"]', f"of shape (batch, num_boxes) = "
+                       f"{tuple(coords.shape[:2])}", f"shape {tuple(labels.shape)}")
+        out["boxes"] = tf.TensorSpec(coords.shape, tf.float32)
+    return out
 
 
 def _images_spec_check(spec, kind: str) -> None:
@@ -41,6 +74,34 @@ def _images_spec_check(spec, kind: str) -> None:
                    "the dataset before augmenting", f"shape {spec.shape}")
 
 
+def _parts(element):
+    """``(images, labels, masks, boxes)`` of a batch (or its spec) given as ``images``,
+    ``(images, labels)`` or a Keras-style dict."""
+    if isinstance(element, dict):
+        unknown = sorted(set(element) - set(DICT_KEYS))
+        if unknown or IMAGES not in element:
+            spec_error(OWNER, "dict batches", f"keyed by {DICT_KEYS} with 'images' present",
+                       f"keys {sorted(element)}")
+        return element[IMAGES], element.get(LABELS), element.get(MASKS), element.get(BOXES)
+    if isinstance(element, tuple):
+        if len(element) != 2:
+            spec_error(OWNER, "dataset elements", "a batch `images`, a pair `(images, labels)` "
+                       "or a dict", element, TypeError)
+        return element[0], element[1], None, None
+    return element, None, None, None
+
+
+def _pack(like, images, labels=None, masks=None, boxes=None):
+    """The inverse of :func:`_parts`, in the structure of ``like``."""
+    if isinstance(like, dict):
+        out = {IMAGES: images}
+        for key, value in ((LABELS, labels), (MASKS, masks), (BOXES, boxes)):
+            if key in like:
+                out[key] = value
+        return out
+    return (images, labels) if isinstance(like, tuple) else images
+
+
 @serializable
 class Pipeline:
     """A reproducible, vectorized augmentation pipeline for batched ``tf.data`` datasets.
@@ -52,9 +113,17 @@ class Pipeline:
             True). XLA's random bits differ from TensorFlow's kernels, so the draws for a seed
             depend on this flag (each setting is reproducible on its own).
 
+    Masks and boxes: a batch may be a Keras 3 dict ``{"images", "labels", "segmentation_masks",
+    "bounding_boxes": {"boxes", "labels"}}`` (every key but ``"images"`` optional). Geometric ops
+    move the masks with the pixels (nearest neighbour, never blended; ``CutMix`` pastes the
+    partner's mask) and map each box to the box enclosing its moved corners, clipped to the image.
+    A box keeps its label while at least ``min_visibility`` of its area remains (and some area
+    does); otherwise its label becomes -1, the Keras padding value. Colour, blur, noise and
+    erasing ops leave masks and boxes as they are; ``MixUp`` refuses them.
+
     Call arguments:
-        data: a ``tf.data.Dataset`` of batches, each ``images`` or ``(images, labels)``; or, inside
-            ``dataset.map(pipeline)``, the batch tensors themselves.
+        data: a ``tf.data.Dataset`` of batches, each ``images``, ``(images, labels)`` or a dict;
+            or, inside ``dataset.map(pipeline)``, the batch tensors themselves.
         labels: the labels when ``data`` is an images tensor.
         num_parallel_calls: parallelism of the internal ``map`` (dataset input only).
 
@@ -66,12 +135,15 @@ class Pipeline:
         ``map`` (use ``pipeline(dataset)`` for that).
 
     Raises:
-        TypeError, ValueError: bad ops or seed at construction; a batch of the wrong rank or dtype,
-        a crop larger than the image, or label ops without suitable labels when applied.
+        TypeError, ValueError: bad ops, seed, ``bounding_box_format`` or ``min_visibility`` at
+        construction; when applied, a batch of the wrong rank or dtype, a crop larger than the
+        image, label ops without suitable labels, masks whose height and width differ from the
+        images', boxes not of shape (batch, num_boxes, 4), or boxes without a format.
     """
 
     def __init__(self, ops: Sequence[AugmentOp], seed: int | None = None,
-                 jit_compile: bool = True):
+                 jit_compile: bool = True, bounding_box_format: str | None = None,
+                 min_visibility: float = 0.0):
         ops = [keras.saving.deserialize_keras_object(o) if isinstance(o, dict) else o
                for o in ops] if isinstance(ops, (list, tuple)) else ops
         if not isinstance(ops, (list, tuple)):
@@ -88,6 +160,10 @@ class Pipeline:
         if not isinstance(jit_compile, bool):
             spec_error(OWNER, "jit_compile", "a bool", jit_compile, TypeError)
         self.jit_compile = jit_compile
+        self.bounding_box_format = (None if bounding_box_format is None else
+                                    check_choice(OWNER, "bounding_box_format",
+                                                 bounding_box_format, T.BOX_FORMATS))
+        self.min_visibility = check_range(OWNER, "min_visibility", min_visibility, 0.0, 1.0)
         actual = self.seed if self.seed is not None else random.randrange(2**62)
         self._key = tf.constant([actual >> 31, actual & (2**31 - 1)], tf.int64)
         self._input_pipeline = (0, 1)  # (input_pipeline_id, num_input_pipelines)
@@ -96,47 +172,118 @@ class Pipeline:
                                      reduce_retracing=True)
 
     # --------------------------------------------------------------------------------- checks
-    def output_spec(self, images: tf.TensorSpec, labels: tf.TensorSpec | None = None):
-        """Checks a batch's specs against every op; returns the specs of the augmented batch."""
+    def output_spec(self, images: tf.TensorSpec, labels: tf.TensorSpec | None = None,
+                    masks: tf.TensorSpec | None = None, boxes: dict | None = None):
+        """Checks a batch's specs against every op; returns the specs of the augmented batch.
+
+        Returns ``(images, labels)``, or ``(images, labels, targets)`` when ``masks`` or ``boxes``
+        are given (``targets`` in the internal form of ``keras_regkit.augment.targets``).
+        """
         _images_spec_check(images, self.kind)
         if labels is not None and not isinstance(labels, tf.TensorSpec):
             spec_error(OWNER, "labels", "a dense tensor", type(labels).__name__, TypeError)
+        with_targets = masks is not None or boxes is not None
+        if with_targets and self.kind == TEXT:
+            spec_error(OWNER, "inputs", "texts without masks or boxes for text ops", "a dict")
+        targets = _targets_specs(OWNER, images, masks, boxes)
+        if "boxes" in targets and self.bounding_box_format is None:
+            spec_error(OWNER, "bounding_box_format", f"one of {T.BOX_FORMATS} when the batch has "
+                       "bounding_boxes", None)
         if self.kind == IMAGE:
             images = tf.TensorSpec(images.shape, tf.float32)
         for op in self.ops:
+            before = images
             images, labels = op.output_spec(images, labels)
-        return images, labels
+            if self.kind == IMAGE:
+                targets = op.targets_spec(targets, before, images, labels)
+        return (images, labels, targets) if with_targets else (images, labels)
+
+    def element_spec(self, spec):
+        """The element spec of the augmented dataset for input elements of ``spec``."""
+        images, labels, masks, boxes = _parts(spec)
+        out = self.output_spec(images, labels, masks, boxes)
+        targets = out[2] if len(out) == 3 else {}
+        masks_out = targets.get("masks")
+        if masks_out is not None and masks.shape.rank == 3:
+            masks_out = tf.TensorSpec(masks_out.shape[:3], masks_out.dtype)
+        boxes_out = None
+        if "boxes" in targets:
+            boxes_out = {"boxes": targets["boxes"],
+                         "labels": tf.TensorSpec(targets["boxes"].shape[:2], boxes["labels"].dtype)}
+        return _pack(spec, out[0], out[1], masks_out, boxes_out)
 
     # ------------------------------------------------------------------------------ one batch
-    def _apply_ops(self, images, labels, key, params):
+    def _apply_ops(self, images, labels, targets, key, params):
         """Samples (where not done outside) and applies every op; runs under XLA when enabled."""
         images = tf.cast(images, tf.float32)  # inside XLA: fused with the first op's reads
         batch = tf.shape(images)[0]
+        height, width = int(images.shape[1]), int(images.shape[2])
+        if "boxes" in targets:
+            targets = dict(targets)
+            targets["boxes"] = T.boxes_to_xyxy(targets["boxes"], self.bounding_box_format,
+                                               height, width)
+            targets["visible"] = tf.ones(tf.shape(targets["boxes"])[:2], tf.float32)
         for i, (op, p) in enumerate(zip(self.ops, params)):
             if p is None:
-                p = op.sample(fold(key, i), batch, int(images.shape[1]), int(images.shape[2]))
+                p = op.sample(fold(key, i), batch, height, width)
             images, labels = op.apply(images, labels, p)
-        return images, labels
+            lazy = None
+            if "masks" in targets or "lazy_masks" in targets:
+                lazy = op.mask_map(p, height, width)
+            if lazy is None:  # the op moves materialized masks itself (or there are none)
+                targets = op.apply_targets(T.realize_masks(targets, height, width), p, height,
+                                           width)
+            else:  # masks are resampled once, at the end of the run of geometric ops
+                if "masks" in targets:
+                    targets = T.start_lazy_masks(targets)
+                lazy_masks = targets.pop("lazy_masks")
+                targets = dict(op.apply_targets(targets, p, height, width), lazy_masks=lazy_masks)
+                targets = T.defer_masks(targets, *lazy)
+            height, width = int(images.shape[1]), int(images.shape[2])
+        targets = T.realize_masks(targets, height, width)
+        if "boxes" in targets:
+            targets = dict(targets)
+            boxes, targets["box_labels"] = T.finish_boxes(
+                targets["boxes"], targets["box_labels"], targets.pop("visible"),
+                self.min_visibility)
+            targets["boxes"] = T.boxes_from_xyxy(boxes, self.bounding_box_format, height, width)
+        return images, labels, targets
 
-    def augment_batch(self, images, labels=None, key=None):
-        """Augments one batch with the stateless ``key`` (a length-2 integer tensor)."""
+    def augment_batch(self, element, key):
+        """Augments one batch (images, ``(images, labels)`` or a dict) with the stateless ``key``.
+
+        ``key`` is a length-2 integer tensor; the result has the structure of ``element``.
+        """
+        images, labels, masks, boxes = _parts(element)
         if self.kind == TEXT:
             for i, op in enumerate(self.ops):
                 images, labels = op.augment(images, labels, fold(key, i))
-            return (images, labels)
-        if not self.ops:
-            return tf.cast(images, tf.float32), labels
-        batch = tf.shape(images)[0]
-        spec = tf.TensorSpec(images.shape, tf.float32)
-        lspec = None if labels is None else tf.TensorSpec(labels.shape, labels.dtype)
-        # Samplers without an XLA kernel (Beta draws) run here; the rest inside _apply_fn.
-        params = []
-        for i, op in enumerate(self.ops):
-            outside = not (self.jit_compile and op.xla_sampling)
-            params.append(op.sample(fold(key, i), batch, int(spec.shape[1]), int(spec.shape[2]))
-                          if outside else None)
-            spec, lspec = op.output_spec(spec, lspec)
-        return self._apply_fn(images, labels, key, params)
+            return _pack(element, images, labels)
+        targets = {}
+        if masks is not None:
+            targets["masks"] = masks if masks.shape.rank == 4 else masks[..., None]
+        if boxes is not None:
+            targets["boxes"], targets["box_labels"] = boxes["boxes"], boxes["labels"]
+        if self.ops:
+            batch = tf.shape(images)[0]
+            spec = tf.TensorSpec(images.shape, tf.float32)
+            lspec = None if labels is None else tf.TensorSpec(labels.shape, labels.dtype)
+            # Samplers without an XLA kernel (Beta draws) run here; the rest inside _apply_fn.
+            params = []
+            for i, op in enumerate(self.ops):
+                outside = not (self.jit_compile and op.xla_sampling)
+                params.append(op.sample(fold(key, i), batch, int(spec.shape[1]),
+                                        int(spec.shape[2])) if outside else None)
+                spec, lspec = op.output_spec(spec, lspec)
+            images, labels, targets = self._apply_fn(images, labels, targets, key, params)
+        else:
+            images = tf.cast(images, tf.float32)
+        if masks is not None and masks.shape.rank == 3:
+            targets["masks"] = targets["masks"][..., 0]
+        boxes_out = None
+        if boxes is not None:
+            boxes_out = {"boxes": targets["boxes"], "labels": targets["box_labels"]}
+        return _pack(element, images, labels, targets.get("masks"), boxes_out)
 
     def batch_key(self, epoch, batch_index):
         """The stateless key of batch ``batch_index`` in epoch ``epoch``.
@@ -197,18 +344,22 @@ class Pipeline:
         if self.seed is None:
             spec_error(OWNER, "seed", "an integer for for_input_context, so that every worker "
                        "draws from the same stream", None)
-        shard = Pipeline(self.ops, self.seed, self.jit_compile)
+        shard = Pipeline.from_config(self.get_config())
         shard._input_pipeline = (pipeline_id, pipelines)
         return shard
 
     def augment(self, images, labels=None, epoch: int = 0, batch_index: int = 0):
-        """Eagerly augments one batch exactly as the dataset path does for (epoch, batch_index)."""
-        images = tf.convert_to_tensor(images)
-        labels = None if labels is None else tf.convert_to_tensor(labels)
-        self.output_spec(tf.TensorSpec.from_tensor(images),
-                         None if labels is None else tf.TensorSpec.from_tensor(labels))
-        out = self.augment_batch(images, labels, self.batch_key(epoch, batch_index))
-        return out if labels is not None else out[0]
+        """Eagerly augments one batch exactly as the dataset path does for (epoch, batch_index).
+
+        ``images`` may be a batch of images (then ``labels`` may be given) or a Keras-style dict
+        ``{"images", "labels", "segmentation_masks", "bounding_boxes"}``; the result has the same
+        structure (images only when ``labels`` is None).
+        """
+        element = images if isinstance(images, dict) else (
+            images if labels is None else (images, labels))
+        element = tf.nest.map_structure(tf.convert_to_tensor, element)
+        self.element_spec(tf.nest.map_structure(tf.TensorSpec.from_tensor, element))
+        return self.augment_batch(element, self.batch_key(epoch, batch_index))
 
     # -------------------------------------------------------------------------------- datasets
     def __call__(self, data, labels=None, num_parallel_calls=tf.data.AUTOTUNE):
@@ -218,32 +369,20 @@ class Pipeline:
             return self.apply_dataset(data, num_parallel_calls)
         return self._map_call(data, labels)
 
-    def _split(self, spec):
-        if isinstance(spec, tf.TensorSpec):
-            return spec, None
-        if isinstance(spec, tuple) and len(spec) == 2:
-            return spec
-        spec_error(OWNER, "dataset elements", "a batch `images` or a pair `(images, labels)`",
-                   spec, TypeError)
-
     def apply_dataset(self, dataset: tf.data.Dataset, num_parallel_calls=tf.data.AUTOTUNE):
         """Returns the augmented dataset (see the class docstring)."""
-        images_spec, labels_spec = self._split(dataset.element_spec)
-        self.output_spec(images_spec, labels_spec)
-        bare = labels_spec is None
-
+        self.element_spec(dataset.element_spec)
         counter = tf.Variable(-1, dtype=tf.int64, trainable=False)
 
-        def number(index, element):
+        def number(index, *element):
             # Sequential (stateful) map: the first batch of each iteration advances the epoch.
             epoch = tf.cond(tf.equal(index, 0), lambda: counter.assign_add(1),
                             lambda: tf.identity(counter))
             return epoch, index, element
 
         def one_batch(epoch, index, element):
-            images, labels = (element, None) if bare else element
-            images, labels = self.augment_batch(images, labels, self.batch_key(epoch, index))
-            return images if bare else (images, labels)
+            element = element[0] if len(element) == 1 else element
+            return self.augment_batch(element, self.batch_key(epoch, index))
 
         out = (dataset.enumerate().map(number)
                .map(one_batch, num_parallel_calls=num_parallel_calls, deterministic=True)
@@ -252,22 +391,23 @@ class Pipeline:
         return out
 
     def _map_call(self, images, labels):
-        images = tf.convert_to_tensor(images)
-        labels = None if labels is None else tf.convert_to_tensor(labels)
-        self.output_spec(tf.TensorSpec.from_tensor(images),
-                         None if labels is None else tf.TensorSpec.from_tensor(labels))
+        element = images if isinstance(images, dict) else (
+            images if labels is None else (images, labels))
+        element = tf.nest.map_structure(tf.convert_to_tensor, element)
+        self.element_spec(tf.nest.map_structure(tf.TensorSpec.from_tensor, element))
         if self._generator is None:
             with tf.init_scope():
                 self._generator = tf.random.Generator.from_seed(
                     int(self._key[0]) * 2**31 + int(self._key[1]))
         key = self._generator.make_seeds(1)[:, 0]
-        out = self.augment_batch(images, labels, key)
-        return out if labels is not None else out[0]
+        return self.augment_batch(element, key)
 
     # --------------------------------------------------------------------------- serialization
     def get_config(self) -> dict:
         return {"ops": [keras.saving.serialize_keras_object(op) for op in self.ops],
-                "seed": self.seed, "jit_compile": self.jit_compile}
+                "seed": self.seed, "jit_compile": self.jit_compile,
+                "bounding_box_format": self.bounding_box_format,
+                "min_visibility": self.min_visibility}
 
     @classmethod
     def from_config(cls, config: dict):
@@ -295,11 +435,14 @@ class AugmentationLayer(keras.layers.Layer):
         **kwargs: base ``Layer`` arguments.
 
     Call arguments:
-        inputs: a batch of images (batch, height, width, channels), values in [0, 255].
+        inputs: a batch of images (batch, height, width, channels), values in [0, 255]; or a
+            Keras-style dict ``{"images", "labels", "segmentation_masks", "bounding_boxes":
+            {"boxes", "labels"}}`` (boxes in the pipeline's ``bounding_box_format``).
         training: augment when True.
 
     Returns:
-        The augmented batch, in the compute dtype.
+        The augmented batch (or dict, with masks and boxes moved with the pixels); images in the
+        compute dtype.
     """
 
     def __init__(self, pipeline: Pipeline, seed: int | None = None, **kwargs):
@@ -316,17 +459,33 @@ class AugmentationLayer(keras.layers.Layer):
         self.seed_generator = ReplicaSeedGenerator(seed)
         self._eager_fn = None
 
+    def _specs(self, inputs):
+        return tf.nest.map_structure(
+            lambda x: tf.TensorSpec(tuple(x.shape), keras.backend.standardize_dtype(x.dtype)),
+            inputs)
+
     def compute_output_shape(self, input_shape):
-        spec, _ = self.pipeline.output_spec(tf.TensorSpec(input_shape, tf.float32))
+        if isinstance(input_shape, dict):
+            specs = tf.nest.map_structure(lambda s: tf.TensorSpec(s, tf.float32), input_shape,
+                                          check_types=False)
+            out = self.pipeline.element_spec(specs)
+            return tf.nest.map_structure(lambda s: tuple(s.shape), out)
+        spec = self.pipeline.element_spec(tf.TensorSpec(input_shape, tf.float32))
         return tuple(spec.shape)
 
-    def _tf_augment(self, images, key):
-        images, _ = self.pipeline.augment_batch(images, None, tf.cast(key, tf.int64))
-        return images
+    def _cast_images(self, data):
+        if isinstance(data, dict):
+            data = dict(data)
+            data[IMAGES] = keras.ops.cast(data[IMAGES], self.compute_dtype)
+            return data
+        return keras.ops.cast(data, self.compute_dtype)
+
+    def _tf_augment(self, inputs, key):
+        return self.pipeline.augment_batch(inputs, tf.cast(key, tf.int64))
 
     def call(self, inputs, training=None):
         if not training:
-            return keras.ops.cast(inputs, self.compute_dtype)
+            return self._cast_images(inputs)
         key = keras.random.randint((2,), 0, 2**31 - 1, seed=self.seed_generator, dtype="int32")
         backend = keras.backend.backend()
         if backend == "tensorflow":
@@ -334,24 +493,37 @@ class AugmentationLayer(keras.layers.Layer):
         elif backend == "jax":
             out = self._jax_augment(inputs, key)
         else:  # torch: eager, one host round trip per batch
-            out = keras.ops.convert_to_tensor(
-                self._host_augment(keras.ops.convert_to_numpy(inputs), keras.ops.convert_to_numpy(key))
-            )
-        return keras.ops.cast(out, self.compute_dtype)
+            host = self._host_augment(keras.ops.convert_to_numpy(key),
+                                      *[keras.ops.convert_to_numpy(x)
+                                        for x in tf.nest.flatten(inputs)],
+                                      structure=inputs)
+            out = tf.nest.pack_sequence_as(self._out_structure(inputs),
+                                           [keras.ops.convert_to_tensor(x) for x in host])
+        return self._cast_images(out)
 
-    def _host_augment(self, images, key):
-        """The pipeline on NumPy arrays, through one traced TensorFlow function."""
+    def _out_structure(self, inputs):
+        return self.pipeline.element_spec(self._specs(inputs))
+
+    def _host_augment(self, key, *flat, structure):
+        """The pipeline on NumPy arrays, through one traced TensorFlow function; flat outputs."""
         import numpy as np
 
         if self._eager_fn is None:
             self._eager_fn = tf.function(self._tf_augment)
-        return np.asarray(self._eager_fn(tf.constant(np.asarray(images)), tf.constant(np.asarray(key))))
+        element = tf.nest.pack_sequence_as(structure, [tf.constant(np.asarray(x)) for x in flat])
+        out = self._eager_fn(element, tf.constant(np.asarray(key)))
+        return [np.asarray(x) for x in tf.nest.flatten(out)]
 
     def _jax_augment(self, inputs, key):
+        import functools
+
         import jax
 
-        shape = self.compute_output_shape(tuple(inputs.shape))
-        return jax.pure_callback(self._host_augment, jax.ShapeDtypeStruct(shape, "float32"), inputs, key)
+        specs = tf.nest.flatten(self._out_structure(inputs))
+        shapes = [jax.ShapeDtypeStruct(tuple(s.shape), s.dtype.as_numpy_dtype) for s in specs]
+        flat = jax.pure_callback(functools.partial(self._host_augment, structure=inputs), shapes,
+                                 key, *tf.nest.flatten(inputs))
+        return tf.nest.pack_sequence_as(self._out_structure(inputs), list(flat))
 
     def get_config(self):
         config = super().get_config()

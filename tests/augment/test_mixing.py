@@ -71,6 +71,7 @@ def test_mixing_label_errors(op):
     images = tf.TensorSpec([None, 8, 8, 3], tf.float32)
     with pytest.raises(ValueError, match=f"{op.owner}: labels must be given"):
         op.output_spec(images, None)
+        op.targets_spec({}, images, images, None)  # CutMix: labels, masks or boxes
     with pytest.raises(ValueError, match=r"labels must be one-hot of shape"):
         op.output_spec(images, tf.TensorSpec([None], tf.int32))
     with pytest.raises(TypeError, match="labels must be a floating dtype"):
