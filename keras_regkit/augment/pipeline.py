@@ -466,9 +466,12 @@ class AugmentationLayer(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         if isinstance(input_shape, dict):
-            specs = tf.nest.map_structure(lambda s: tf.TensorSpec(s, tf.float32), input_shape,
-                                          check_types=False)
-            out = self.pipeline.element_spec(specs)
+            def specs(shapes):
+                if isinstance(shapes, dict):
+                    return {k: specs(v) for k, v in shapes.items()}
+                return tf.TensorSpec(shapes, tf.float32)
+
+            out = self.pipeline.element_spec(specs(input_shape))
             return tf.nest.map_structure(lambda s: tuple(s.shape), out)
         spec = self.pipeline.element_spec(tf.TensorSpec(input_shape, tf.float32))
         return tuple(spec.shape)

@@ -57,18 +57,25 @@ class RandAugment(AugmentOp):
             params[f"sign{r}"] = tf.where(uniform(fold(k, 1), [batch_size]) < 0.5, -1.0, 1.0)
         return params
 
+    def _amount(self, op, sign, name, scale):
+        return tf.where(tf.equal(op, OPS.index(name)), sign * scale * (self.magnitude / 10.0), 0.0)
+
+    def _affine_params(self, op, sign, height, width):
+        """The round's affine parameters: the identity for examples drawing a colour op."""
+        return {"angle": self._amount(op, sign, "rotate", 30.0),
+                "shear": self._amount(op, sign, "shear_x", math.degrees(math.atan(0.3))),
+                "tx": self._amount(op, sign, "translate_x", 0.45 * width),
+                "ty": self._amount(op, sign, "translate_y", 0.45 * height),
+                "zoom": tf.ones_like(sign)}
+
     def _round(self, images, op, sign):
         m = self.magnitude / 10.0
         height, width = images.shape[1], images.shape[2]
 
         def amount(name, scale):
-            return tf.where(tf.equal(op, OPS.index(name)), sign * scale * m, 0.0)
+            return self._amount(op, sign, name, scale)
 
-        affine = {"angle": amount("rotate", 30.0),
-                  "shear": amount("shear_x", math.degrees(math.atan(0.3))),
-                  "tx": amount("translate_x", 0.45 * width),
-                  "ty": amount("translate_y", 0.45 * height),
-                  "zoom": tf.ones_like(sign)}
+        affine = self._affine_params(op, sign, height, width)
         geometric = (op >= 1) & (op <= 4)
         moved = self._affine.apply(images, None, affine)[0]
         x = tf.where(geometric[:, None, None, None], moved, images)
@@ -93,6 +100,14 @@ class RandAugment(AugmentOp):
         for r in range(self.num_ops):
             images = self._round(images, params[f"op{r}"], params[f"sign{r}"])
         return images, labels
+
+    def apply_targets(self, targets, params, height, width):
+        """Masks and boxes follow the rotations, shears and translations; colour rounds leave
+        them alone (their affine parameters are the identity)."""
+        for r in range(self.num_ops):
+            affine = self._affine_params(params[f"op{r}"], params[f"sign{r}"], height, width)
+            targets = self._affine.apply_targets(targets, affine, height, width)
+        return targets
 
     def get_config(self):
         return {"num_ops": self.num_ops, "magnitude": self.magnitude,

@@ -48,3 +48,24 @@ def test_model_fit_and_keras_round_trip(tmp_path):
     np.testing.assert_allclose(keras.ops.convert_to_numpy(clone.predict(x[:4], verbose=0)),
                                keras.ops.convert_to_numpy(model.predict(x[:4], verbose=0)),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_layer_takes_keras_dicts_with_masks_and_boxes():
+    """The Keras 3 dict convention, on every backend: masks and boxes follow the pixels."""
+    x = np.zeros((6, 12, 12, 1), "uint8")
+    x[:, 2:6, 1:4] = 255
+    masks = (x[..., 0] > 0).astype("int32")
+    boxes = {"boxes": np.tile(np.array([[[1, 2, 4, 6]]], "float32"), (6, 1, 1)),
+             "labels": np.ones((6, 1), "int32")}
+    layer = A.AugmentationLayer(A.Pipeline([A.RandomFlip("horizontal", p=1.0)],
+                                           bounding_box_format="xyxy"), seed=0)
+    data = {"images": x, "segmentation_masks": masks, "bounding_boxes": boxes}
+    out = tf.nest.map_structure(keras.ops.convert_to_numpy, layer(data, training=True))
+    np.testing.assert_array_equal(out["images"], x[:, :, ::-1].astype("float32"))
+    np.testing.assert_array_equal(out["segmentation_masks"], masks[:, :, ::-1])
+    np.testing.assert_allclose(out["bounding_boxes"]["boxes"][:, 0], np.tile([8, 2, 11, 6], (6, 1)))
+    same = tf.nest.map_structure(keras.ops.convert_to_numpy, layer(data, training=False))
+    np.testing.assert_array_equal(same["segmentation_masks"], masks)
+    assert layer.compute_output_shape({"images": (None, 12, 12, 1),
+                                       "segmentation_masks": (None, 12, 12)}) == \
+        {"images": (None, 12, 12, 1), "segmentation_masks": (None, 12, 12)}

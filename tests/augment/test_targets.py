@@ -245,3 +245,23 @@ def test_masks_resampled_once_equal_the_ops_own_mask_transform(op):
     direct = op.apply_targets({"masks": tf.constant(masks)}, params, SIZE, SIZE)["masks"]
     mismatch = np.mean(out.numpy() != direct.numpy())
     assert mismatch <= (1e-3 if isinstance(op, A.RandomAffine) else 0.0), mismatch
+
+
+def test_randaugment_moves_masks_and_boxes_with_its_geometric_rounds():
+    images, masks, boxes = objects(64, 6)
+    labels = np.tile(np.arange(3, dtype=np.int32), (64, 1))
+    out = A.Pipeline([A.RandAugment(num_ops=2, magnitude=9, fill_value=0)], seed=3,
+                     bounding_box_format="xyxy").augment(
+        {"images": images, "segmentation_masks": masks,
+         "bounding_boxes": {"boxes": boxes, "labels": labels}})
+    moved = out["segmentation_masks"].numpy().astype(bool)
+    assert (moved != masks.astype(bool)).any()  # some rounds were geometric
+    kept = out["bounding_boxes"]["labels"].numpy()
+    for i in range(64):
+        for k in range(3):
+            m = moved[i, :, :, k]
+            if kept[i, k] == k and m.any():
+                ys, xs = np.nonzero(m)
+                x1, y1, x2, y2 = out["bounding_boxes"]["boxes"].numpy()[i, k]
+                assert x1 <= xs.min() + 1 and xs.max() <= x2 and y1 <= ys.min() + 1
+                assert ys.max() <= y2
