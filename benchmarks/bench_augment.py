@@ -9,11 +9,17 @@ of the repeats, as items per second:
 * ImageNet-like: 256x256x3 uint8 to 224x224 float32, random resized crop + flip, batch 32.
   Baselines: tf.image per example (sample_distorted_bounding_box + resize) with AUTOTUNE, and
   albumentations in a NumPy loop.
+* JPEG files: real photos (pieces of scikit-learn's sample photos, 375x500, quality 90, written
+  by ``benchmarks/photo_files.py``) read by ``image_files``, to 224x224 random resized crop +
+  flip. Baselines: albumentations with ``cv2.imdecode`` in a loop, and the same Pipeline on
+  images decoded whole by ``tf.io.decode_jpeg``.
 * Text: random swap + random deletion on the sentences of gensim's Lee corpus (2,581
   sentences, several passes per timed run), batch 512.
   Baseline: nlpaug's RandomWordAug (swap, then delete).
 
-Run: ``python benchmarks/bench_augment.py [--quick] [--only cifar|imagenet|text]``.
+Every table also gives the CPU seconds of the whole process (all threads) per 1,000 items.
+
+Run: ``python benchmarks/bench_augment.py [--quick] [--only cifar|imagenet|jpeg|text]``.
 """
 
 from __future__ import annotations
@@ -33,32 +39,40 @@ from keras_regkit import augment as A  # noqa: E402
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def timed(iterate) -> float:
-    start = time.perf_counter()
+def timed(iterate) -> tuple[float, float]:
+    """(items per second of wall time, CPU seconds of this process per 1,000 items)."""
+    start, cpu = time.perf_counter(), time.process_time()
     n = iterate()
-    return n / (time.perf_counter() - start)
+    return n / (time.perf_counter() - start), 1000.0 * (time.process_time() - cpu) / n
 
 
 def drain(ds) -> int:
     n = 0
     for el in ds:
-        n += int((el[0] if isinstance(el, tuple) else el).shape[0])
+        first = el["images"] if isinstance(el, dict) else (el[0] if isinstance(el, tuple) else el)
+        n += int(first.shape[0])
     return n
 
 
 def run_table(title: str, unit: str, methods: dict, repeats: int, reference: str) -> dict:
-    """Interleaves the methods ``repeats`` times (after one warm-up each) and prints medians."""
+    """Interleaves the methods ``repeats`` times (after one warm-up each) and prints medians of
+    the rate and of the CPU seconds per 1,000 items (all threads of this process)."""
     for fn in methods.values():
         fn()
     rates = {name: [] for name in methods}
+    cpus = {name: [] for name in methods}
     for _ in range(repeats):
         for name, fn in methods.items():
-            rates[name].append(timed(fn))
+            rate, cpu = timed(fn)
+            rates[name].append(rate)
+            cpus[name].append(cpu)
     med = {name: statistics.median(r) for name, r in rates.items()}
-    print(f"\n## {title}  (median of {repeats}, {unit}/s)")
-    print(f"{'method':58s} {unit + '/s':>12s} {'ratio':>8s}")
+    cpu = {name: statistics.median(c) for name, c in cpus.items()}
+    print(f"\n## {title}  (median of {repeats})")
+    print(f"{'method':58s} {unit + '/s':>12s} {'ratio':>8s} {'CPU s/1k':>9s} {'ratio':>7s}")
     for name, value in med.items():
-        print(f"{name:58s} {value:12,.0f} {med[name] / med[reference]:7.2f}x")
+        print(f"{name:58s} {value:12,.0f} {med[name] / med[reference]:7.2f}x "
+              f"{cpu[name]:9.3f} {cpu[name] / cpu[reference]:6.2f}x")
     return med
 
 
@@ -133,10 +147,11 @@ def imagenet(repeats: int, n_batches: int) -> None:
     batch = 32
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (batch * n_batches, 256, 256, 3), dtype=np.uint8)
-    images = tf.data.Dataset.from_tensor_slices(x).batch(batch).cache()
-    drain(images)
-    ours = A.Pipeline([A.RandomResizedCrop(224, 224), A.RandomFlip("horizontal")], seed=0)
-    ds_ours = ours(images)
+    # As a user writes it: uint8 examples batched by tf.data (no cache), a new iterator per pass.
+    images = tf.data.Dataset.from_tensor_slices(x).batch(batch)
+    ops = [A.RandomResizedCrop(224, 224), A.RandomFlip("horizontal")]
+    ds_ours = A.Pipeline(ops, seed=0)(images)  # kernel="auto": OpenCV when installed
+    ds_tf_kernel = A.Pipeline(ops, seed=0, kernel="tensorflow")(images)
 
     def tf_image(im):
         begin, size, _ = tf.image.sample_distorted_bounding_box(
@@ -157,10 +172,61 @@ def imagenet(repeats: int, n_batches: int) -> None:
         return len(x)
 
     run_table("ImageNet-like: 256->224 random resized crop + flip, batch 32", "img",
-              {"keras_regkit Pipeline (XLA)": lambda: drain(ds_ours),
+              {"keras_regkit Pipeline (default: OpenCV kernel)": lambda: drain(ds_ours),
+               "keras_regkit Pipeline(kernel='tensorflow') (XLA)": lambda: drain(ds_tf_kernel),
                "tf.image per example, AUTOTUNE": lambda: drain(ds_tf),
                "albumentations, NumPy loop": albu_loop},
-              repeats, "tf.image per example, AUTOTUNE")
+              repeats, "albumentations, NumPy loop")
+
+
+# ------------------------------------------------------------------------------------ JPEG files
+def jpeg(repeats: int, n_images: int) -> None:
+    import tempfile
+
+    import albumentations as alb
+    import cv2
+
+    from photo_files import write_photo_folders
+
+    batch = 32
+    directory = tempfile.mkdtemp(prefix="regkit_photos_")
+    paths = write_photo_folders(directory, n_images, size=(375, 500), quality=90)
+    source = A.image_files(directory, seed=0)
+    ops = [A.DecodeRandomResizedCrop(224, 224), A.RandomFlip("horizontal")]
+    ds_ours = A.Pipeline(ops, seed=0)(source.batch(batch))
+    ds_ours_tf = A.Pipeline(ops, seed=0, kernel="tensorflow")(source.batch(batch))
+
+    def decode(encoded, label):  # the photos are all 375x500, so a batch stacks them
+        return tf.ensure_shape(tf.io.decode_jpeg(encoded, channels=3), [375, 500, 3]), label
+
+    whole = source.map(decode, num_parallel_calls=AUTOTUNE).batch(batch)
+    ds_whole = A.Pipeline([A.RandomResizedCrop(224, 224), A.RandomFlip("horizontal")],
+                          seed=0)(whole)
+    albu = alb.Compose([alb.RandomResizedCrop(size=(224, 224)), alb.HorizontalFlip(p=0.5)])
+    flag = getattr(cv2, "IMREAD_COLOR_RGB", cv2.IMREAD_COLOR)
+    rng = np.random.default_rng(0)
+
+    def albu_loop():
+        order = rng.permutation(len(paths))
+        for i in range(0, len(order), batch):
+            images = []
+            for k in order[i:i + batch]:
+                with open(paths[k], "rb") as f:
+                    data = np.frombuffer(f.read(), np.uint8)
+                images.append(albu(image=cv2.imdecode(data, flag))["image"])
+            np.stack(images).astype(np.float32)
+        return len(paths)
+
+    run_table(f"JPEG files: {n_images} photos of 375x500 (q90) -> 224 random resized crop + flip, "
+              f"batch {batch}", "img",
+              {"image_files + Pipeline([DecodeRandomResizedCrop, RandomFlip])":
+                   lambda: drain(ds_ours),
+               "  the same, kernel='tensorflow'": lambda: drain(ds_ours_tf),
+               "image_files + decode_jpeg whole + Pipeline([RandomResizedCrop, RandomFlip])":
+                   lambda: drain(ds_whole),
+               "albumentations loop: cv2.imdecode + RandomResizedCrop + HorizontalFlip":
+                   albu_loop},
+              repeats, "albumentations loop: cv2.imdecode + RandomResizedCrop + HorizontalFlip")
 
 
 # ------------------------------------------------------------------------------------------ text
@@ -208,7 +274,7 @@ def text(repeats: int, copies: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer batches and repeats")
-    parser.add_argument("--only", choices=("cifar", "imagenet", "text"), default=None)
+    parser.add_argument("--only", choices=("cifar", "imagenet", "jpeg", "text"), default=None)
     args = parser.parse_args()
     repeats = 5 if args.quick else 7
     print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPUs visible, "
@@ -216,7 +282,9 @@ def main() -> None:
     if args.only in (None, "cifar"):
         cifar(repeats, 100 if args.quick else 200)
     if args.only in (None, "imagenet"):
-        imagenet(repeats, 20 if args.quick else 40)
+        imagenet(repeats, 48 if args.quick else 96)
+    if args.only in (None, "jpeg"):
+        jpeg(repeats, 512 if args.quick else 1024)
     if args.only in (None, "text"):
         text(repeats, 10 if args.quick else 20)
 

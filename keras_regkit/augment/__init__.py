@@ -1,11 +1,16 @@
 """``tf.data`` augmentation pipelines for images and text.
 
 Image ops work on NHWC batches (uint8 or float in [0, 255]) with one set of random parameters per
-example; text ops work on ``tf.string`` batches. ``Pipeline`` applies them to a batched
-``tf.data.Dataset`` reproducibly; ``AugmentationLayer`` runs an image pipeline inside a model.
+example, and carry segmentation masks and bounding boxes (Keras 3 dicts) through every geometric
+op; text ops work on ``tf.string`` batches. ``image_files`` reads JPEG/PNG class folders, and the
+decode ops (``DecodeRandomResizedCrop``, ``DecodeCenterCrop``) decode only the crops they keep.
+``Pipeline`` applies ops to a batched ``tf.data.Dataset`` reproducibly; ``AugmentationLayer`` runs
+an image pipeline inside a model.
 """
 
 from keras_regkit.augment.base import AugmentOp
+from keras_regkit.augment.decode import DecodeCenterCrop, DecodeRandomResizedCrop
+from keras_regkit.augment.files import image_files
 from keras_regkit.augment.image import (
     Cutout,
     GaussianBlur,
@@ -42,6 +47,8 @@ __all__ = [
     "EDA",
     "ENGLISH_SYNONYMS",
     "Cutout",
+    "DecodeCenterCrop",
+    "DecodeRandomResizedCrop",
     "GaussianBlur",
     "GaussianNoise",
     "LabelSmoothing",
@@ -63,5 +70,6 @@ __all__ = [
     "RandomSwap",
     "SentenceShuffle",
     "SynonymReplacement",
+    "image_files",
     "preview",
 ]

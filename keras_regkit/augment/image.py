@@ -19,6 +19,7 @@ from keras_regkit._validation import (
     check_pair,
     check_range,
 )
+from keras_regkit.augment import kernels
 from keras_regkit.augment import targets as T
 from keras_regkit.augment.base import (
     AugmentOp,
@@ -82,38 +83,8 @@ def gather_crop(images, rows, cols, fill_value):
     return tf.where(valid, out, tf.cast(fill_value, out.dtype))
 
 
-def _axis_taps(start, size, out_size):
-    """Bilinear (half-pixel) taps of ``out_size`` samples over ``[start, start + size)``."""
-    start = tf.cast(start, tf.float32)[:, None]
-    size = tf.cast(size, tf.float32)[:, None]
-    pos = (tf.range(out_size, dtype=tf.float32)[None, :] + 0.5) * (size / out_size) - 0.5
-    pos = tf.clip_by_value(pos, 0.0, size - 1.0)
-    low = tf.floor(pos)
-    frac = pos - low
-    high = tf.minimum(low + 1.0, size - 1.0)
-    return tf.cast(start + low, tf.int32), tf.cast(start + high, tf.int32), frac
-
-
-def resize_boxes(images, top, left, box_h, box_w, out_h: int, out_w: int):
-    """Bilinearly resizes the per-example box ``[top, top+box_h) x [left, left+box_w)`` to (out_h, out_w).
-
-    Bilinear interpolation is separable: two rows per output row, then two columns per output
-    column, each a batched gather. Matches ``tf.image.resize(crop, bilinear, antialias=False)``.
-    """
-    def along_axis1(x, start, size, out_size):
-        # Gathers whole contiguous rows (fast), never single pixels.
-        i0, i1, frac = _axis_taps(start, size, out_size)
-        a = tf.gather(x, i0, axis=1, batch_dims=1)
-        b = tf.gather(x, i1, axis=1, batch_dims=1)
-        return a + (b - a) * frac[:, :, None, None]
-
-    rows = along_axis1(images, top, box_h, out_h)
-    cols = along_axis1(tf.transpose(rows, [0, 2, 1, 3]), left, box_w, out_w)
-    return tf.transpose(cols, [0, 2, 1, 3])
-
-
 def resize_boxes_nearest(images, top, left, box_h, box_w, out_h: int, out_w: int):
-    """Nearest-neighbour version of :func:`resize_boxes` (for masks: values are never blended).
+    """Nearest-neighbour resized crops of masks (values are never blended).
 
     Output pixel ``i`` reads source ``start + min(floor((i + 0.5) * size / out), size - 1)``, the
     source pixel that contains the output pixel's centre.
@@ -340,10 +311,15 @@ class RandomResizedCrop(AugmentOp):
         left = tf.where(use, left, tf.where(whole, 0, (width - fw) // 2))
         return {"top": top, "left": left, "box_height": h, "box_width": w}
 
+    def resize(self, images, params, flip_horizontal=None, flip_vertical=None,
+               kernel: str = "tensorflow"):
+        """The resized crops (float32), flipped where asked, by ``kernels.resized_crops``."""
+        return kernels.resized_crops(images, params["top"], params["left"], params["box_height"],
+                                     params["box_width"], self.height, self.width,
+                                     flip_horizontal, flip_vertical, kernel=kernel)
+
     def apply(self, images, labels, params):
-        out = resize_boxes(images, params["top"], params["left"], params["box_height"],
-                           params["box_width"], self.height, self.width)
-        return out, labels
+        return self.resize(images, params), labels
 
     def apply_targets(self, targets, params, height, width):
         box = (params["top"], params["left"], params["box_height"], params["box_width"])
@@ -388,8 +364,8 @@ def sample_points(images, ys, xs, interpolation, fill_mode, fill_value):
         vals = tf.reshape(tf.gather(flat, idx, batch_dims=1), out_shape)
         return tf.where((vy & vx)[..., None], vals, fill)
 
-    if interpolation == "nearest":
-        return tap(tf.cast(tf.round(ys), tf.int32), tf.cast(tf.round(xs), tf.int32))
+    if interpolation == "nearest":  # the pixel containing the point; halves round up
+        return tap(tf.cast(tf.floor(ys + 0.5), tf.int32), tf.cast(tf.floor(xs + 0.5), tf.int32))
     y0, x0 = tf.floor(ys), tf.floor(xs)
     wy, wx = (ys - y0)[..., None], (xs - x0)[..., None]
     y0, x0 = tf.cast(y0, tf.int32), tf.cast(x0, tf.int32)

@@ -20,12 +20,15 @@ import tensorflow as tf
 
 from keras_regkit._distribution import ReplicaSeedGenerator
 from keras_regkit._validation import check_choice, check_int, check_range
+from keras_regkit.augment import kernels as K
 from keras_regkit.augment import targets as T
 from keras_regkit.augment.base import IMAGE, TEXT, AugmentOp, fold, serializable, spec_error
+from keras_regkit.augment.image import RandomFlip, RandomResizedCrop
 
 OWNER = "Pipeline"
 IMAGES, LABELS, MASKS, BOXES = "images", "labels", "segmentation_masks", "bounding_boxes"
 DICT_KEYS = (IMAGES, LABELS, MASKS, BOXES)
+KERNEL_CHOICES = ("auto",) + K.KERNELS
 
 
 def _targets_specs(owner: str, images: tf.TensorSpec, masks, boxes) -> dict:
@@ -58,9 +61,11 @@ def _targets_specs(owner: str, images: tf.TensorSpec, masks, boxes) -> dict:
     return out
 
 
-def _images_spec_check(spec, kind: str) -> None:
+def _images_spec_check(spec, kind: str, decoding: bool = False) -> None:
     if not isinstance(spec, tf.TensorSpec):
         spec_error(OWNER, "images", "a dense tensor", type(spec).__name__, TypeError)
+    if decoding:
+        return  # the decode op checks its encoded images
     if kind == TEXT:
         if spec.dtype != tf.string:
             spec_error(OWNER, "texts", "a tf.string batch for text ops", spec.dtype.name, TypeError)
@@ -121,6 +126,11 @@ class Pipeline:
     does); otherwise its label becomes -1, the Keras padding value. Colour, blur, noise and
     erasing ops leave masks and boxes as they are; ``MixUp`` refuses them.
 
+    Encoded images: when the first op is a decode op (``DecodeRandomResizedCrop``,
+    ``DecodeCenterCrop``), ``images`` is a (batch,) ``tf.string`` batch of encoded files (e.g.
+    ``image_files(directory).batch(b)``), ``segmentation_masks`` are encoded single-channel PNG
+    masks, and boxes are in each full image's coordinates.
+
     Call arguments:
         data: a ``tf.data.Dataset`` of batches, each ``images``, ``(images, labels)`` or a dict;
             or, inside ``dataset.map(pipeline)``, the batch tensors themselves.
@@ -143,7 +153,7 @@ class Pipeline:
 
     def __init__(self, ops: Sequence[AugmentOp], seed: int | None = None,
                  jit_compile: bool = True, bounding_box_format: str | None = None,
-                 min_visibility: float = 0.0):
+                 min_visibility: float = 0.0, kernel: str = "auto"):
         ops = [keras.saving.deserialize_keras_object(o) if isinstance(o, dict) else o
                for o in ops] if isinstance(ops, (list, tuple)) else ops
         if not isinstance(ops, (list, tuple)):
@@ -164,6 +174,14 @@ class Pipeline:
                                     check_choice(OWNER, "bounding_box_format",
                                                  bounding_box_format, T.BOX_FORMATS))
         self.min_visibility = check_range(OWNER, "min_visibility", min_visibility, 0.0, 1.0)
+        self.kernel = check_choice(OWNER, "kernel", kernel, KERNEL_CHOICES)
+        if self.kernel == "opencv":
+            K.require_opencv(OWNER)
+        for i, op in enumerate(self.ops[1:], 1):
+            if getattr(op, "decodes", False):
+                spec_error(OWNER, f"ops[{i}]", "not a decode op: decode ops take encoded images "
+                           "and must come first", op.owner)
+        self._decoding = bool(self.ops) and getattr(self.ops[0], "decodes", False)
         actual = self.seed if self.seed is not None else random.randrange(2**62)
         self._key = tf.constant([actual >> 31, actual & (2**31 - 1)], tf.int64)
         self._input_pipeline = (0, 1)  # (input_pipeline_id, num_input_pipelines)
@@ -179,22 +197,28 @@ class Pipeline:
         Returns ``(images, labels)``, or ``(images, labels, targets)`` when ``masks`` or ``boxes``
         are given (``targets`` in the internal form of ``keras_regkit.augment.targets``).
         """
-        _images_spec_check(images, self.kind)
+        _images_spec_check(images, self.kind, self._decoding)
         if labels is not None and not isinstance(labels, tf.TensorSpec):
             spec_error(OWNER, "labels", "a dense tensor", type(labels).__name__, TypeError)
         with_targets = masks is not None or boxes is not None
         if with_targets and self.kind == TEXT:
             spec_error(OWNER, "inputs", "texts without masks or boxes for text ops", "a dict")
-        targets = _targets_specs(OWNER, images, masks, boxes)
+        if self._decoding:  # encoded masks are decoded at the first op's output size
+            if masks is not None:
+                masks = self.ops[0].masks_spec(masks)
+            decoded, _ = self.ops[0].output_spec(images, None)
+            targets = _targets_specs(OWNER, decoded, masks, boxes)
+        else:
+            targets = _targets_specs(OWNER, images, masks, boxes)
         if "boxes" in targets and self.bounding_box_format is None:
             spec_error(OWNER, "bounding_box_format", f"one of {T.BOX_FORMATS} when the batch has "
                        "bounding_boxes", None)
-        if self.kind == IMAGE:
+        if self.kind == IMAGE and not self._decoding:
             images = tf.TensorSpec(images.shape, tf.float32)
         for op in self.ops:
             before = images
             images, labels = op.output_spec(images, labels)
-            if self.kind == IMAGE:
+            if self.kind == IMAGE and not getattr(op, "decodes", False):
                 targets = op.targets_spec(targets, before, images, labels)
         return (images, labels, targets) if with_targets else (images, labels)
 
@@ -204,7 +228,7 @@ class Pipeline:
         out = self.output_spec(images, labels, masks, boxes)
         targets = out[2] if len(out) == 3 else {}
         masks_out = targets.get("masks")
-        if masks_out is not None and masks.shape.rank == 3:
+        if masks_out is not None and masks.shape.rank in (1, 3):
             masks_out = tf.TensorSpec(masks_out.shape[:3], masks_out.dtype)
         boxes_out = None
         if "boxes" in targets:
@@ -212,21 +236,69 @@ class Pipeline:
                          "labels": tf.TensorSpec(targets["boxes"].shape[:2], boxes["labels"].dtype)}
         return _pack(spec, out[0], out[1], masks_out, boxes_out)
 
+    # ------------------------------------------------------------------------- pixel kernels
+    @property
+    def pixel_kernel(self) -> str:
+        """The kernel of the resized crops: ``kernel``, with ``"auto"`` resolved to ``"opencv"``
+        when OpenCV is installed, else ``"tensorflow"``."""
+        if self.kernel != "auto":
+            return self.kernel
+        return "opencv" if K.opencv_available() else "tensorflow"
+
+    def _fuses_flip(self) -> bool:
+        """True when ops[0] is a resized crop (or a decode op) that folds in the flip ops[1]."""
+        if len(self.ops) < 2 or not isinstance(self.ops[1], RandomFlip):
+            return False
+        if self._decoding:
+            return self.ops[1].mode == "horizontal"
+        return isinstance(self.ops[0], RandomResizedCrop)
+
+    def _resize_ops(self) -> int:
+        """How many leading ops one resize kernel covers: a decode op or ``RandomResizedCrop``,
+        and the flip it folds in (their parameters are always drawn outside XLA, so that the
+        draws for a seed do not depend on the kernel)."""
+        if self._decoding or (self.ops and isinstance(self.ops[0], RandomResizedCrop)):
+            return 1 + self._fuses_flip()
+        return 0
+
+    def _host_ops(self, kernel: str) -> int:
+        """How many leading ops get their pixels before (outside) the XLA function: the decode
+        op, or a resized crop with the OpenCV kernel, and the flip they fold in."""
+        return self._resize_ops() if self._decoding or kernel == "opencv" else 0
+
+    def _first_resize(self, images, params, kernel):
+        """ops[0]'s pixels, with the flip of ops[1] folded in when it fuses."""
+        flips = params[1] if self._fuses_flip() else {}
+        horizontal, vertical = flips.get("horizontal"), flips.get("vertical")
+        if self._decoding:
+            return self.ops[0].decode(images, params[0], horizontal, kernel)
+        return self.ops[0].resize(images, params[0], horizontal, vertical, kernel)
+
     # ------------------------------------------------------------------------------ one batch
-    def _apply_ops(self, images, labels, targets, key, params):
-        """Samples (where not done outside) and applies every op; runs under XLA when enabled."""
-        images = tf.cast(images, tf.float32)  # inside XLA: fused with the first op's reads
+    def _apply_ops(self, images, labels, targets, key, params, sizes, host_ops):
+        """Samples (where not done outside) and applies every op; runs under XLA when enabled.
+
+        ``sizes[i]`` is the static (height, width) of op ``i``'s input, ``sizes[-1]`` the output
+        size. The pixels of the first ``host_ops`` ops were computed outside; their masks and
+        boxes are moved here.
+        """
         batch = tf.shape(images)[0]
-        height, width = int(images.shape[1]), int(images.shape[2])
-        if "boxes" in targets:
+        params = [op.sample(fold(key, i), batch, *sizes[i]) if p is None else p
+                  for i, (op, p) in enumerate(zip(self.ops, params))]
+        fused_here = host_ops == 0 and self._fuses_flip()
+        if not (host_ops or isinstance(self.ops[0], RandomResizedCrop)):
+            images = tf.cast(images, tf.float32)  # inside XLA: fused with the first op's reads
+        if "boxes" in targets and "visible" not in targets:
             targets = dict(targets)
             targets["boxes"] = T.boxes_to_xyxy(targets["boxes"], self.bounding_box_format,
-                                               height, width)
+                                               *sizes[0])
             targets["visible"] = tf.ones(tf.shape(targets["boxes"])[:2], tf.float32)
         for i, (op, p) in enumerate(zip(self.ops, params)):
-            if p is None:
-                p = op.sample(fold(key, i), batch, height, width)
-            images, labels = op.apply(images, labels, p)
+            height, width = sizes[i]
+            if fused_here and i == 0:
+                images = self._first_resize(images, params, "tensorflow")
+            elif i >= host_ops and not (fused_here and i == 1):
+                images, labels = op.apply(images, labels, p)
             lazy = None
             if "masks" in targets or "lazy_masks" in targets:
                 lazy = op.mask_map(p, height, width)
@@ -239,7 +311,7 @@ class Pipeline:
                 lazy_masks = targets.pop("lazy_masks")
                 targets = dict(op.apply_targets(targets, p, height, width), lazy_masks=lazy_masks)
                 targets = T.defer_masks(targets, *lazy)
-            height, width = int(images.shape[1]), int(images.shape[2])
+        height, width = sizes[-1]
         targets = T.realize_masks(targets, height, width)
         if "boxes" in targets:
             targets = dict(targets)
@@ -249,36 +321,61 @@ class Pipeline:
             targets["boxes"] = T.boxes_from_xyxy(boxes, self.bounding_box_format, height, width)
         return images, labels, targets
 
-    def augment_batch(self, element, key):
+    def augment_batch(self, element, key, kernel: str | None = None):
         """Augments one batch (images, ``(images, labels)`` or a dict) with the stateless ``key``.
 
         ``key`` is a length-2 integer tensor; the result has the structure of ``element``.
+        ``kernel`` overrides the pipeline's pixel kernel (``AugmentationLayer`` passes
+        ``"tensorflow"``, which stays inside the model's graph).
         """
+        kernel = self.pixel_kernel if kernel is None else kernel
         images, labels, masks, boxes = _parts(element)
         if self.kind == TEXT:
             for i, op in enumerate(self.ops):
                 images, labels = op.augment(images, labels, fold(key, i))
             return _pack(element, images, labels)
+        if not self.ops:
+            return _pack(element, tf.cast(images, tf.float32), labels, masks, boxes)
+        batch = tf.shape(images)[0]
+        # Static input size of every op (None for the per-example sizes of encoded images).
+        spec = tf.TensorSpec(images.shape, images.dtype if self._decoding else tf.float32)
+        lspec = None if labels is None else tf.TensorSpec(labels.shape, labels.dtype)
+        sizes = []
+        for op in self.ops:
+            sizes.append((None, None) if spec.dtype == tf.string else
+                         (int(spec.shape[1]), int(spec.shape[2])))
+            spec, lspec = op.output_spec(spec, lspec)
+        sizes = tuple(sizes) + ((int(spec.shape[1]), int(spec.shape[2])),)
+        host_ops = self._host_ops(kernel)
+        # Samplers without an XLA kernel (Beta draws, file headers) and the parameters of the
+        # host ops are drawn here; the rest inside _apply_fn.
+        params = []
+        for i, op in enumerate(self.ops):
+            if self._decoding and i == 0:
+                params.append(op.sample_encoded(fold(key, 0), images))
+            elif i < self._resize_ops() or not (self.jit_compile and op.xla_sampling):
+                params.append(op.sample(fold(key, i), batch, *sizes[i]))
+            else:
+                params.append(None)
         targets = {}
-        if masks is not None:
+        if masks is not None and self._decoding:
+            targets["masks"] = self.ops[0].decode(masks, params[0], None, kernel,
+                                                  method="nearest", channels=1)
+        elif masks is not None:
             targets["masks"] = masks if masks.shape.rank == 4 else masks[..., None]
         if boxes is not None:
             targets["boxes"], targets["box_labels"] = boxes["boxes"], boxes["labels"]
-        if self.ops:
-            batch = tf.shape(images)[0]
-            spec = tf.TensorSpec(images.shape, tf.float32)
-            lspec = None if labels is None else tf.TensorSpec(labels.shape, labels.dtype)
-            # Samplers without an XLA kernel (Beta draws) run here; the rest inside _apply_fn.
-            params = []
-            for i, op in enumerate(self.ops):
-                outside = not (self.jit_compile and op.xla_sampling)
-                params.append(op.sample(fold(key, i), batch, int(spec.shape[1]),
-                                        int(spec.shape[2])) if outside else None)
-                spec, lspec = op.output_spec(spec, lspec)
-            images, labels, targets = self._apply_fn(images, labels, targets, key, params)
-        else:
-            images = tf.cast(images, tf.float32)
-        if masks is not None and masks.shape.rank == 3:
+            if self._decoding:  # in each full image's coordinates
+                targets["boxes"] = T.boxes_to_xyxy(
+                    targets["boxes"], self.bounding_box_format,
+                    params[0]["image_height"][:, None], params[0]["image_width"][:, None])
+                targets["visible"] = tf.ones(tf.shape(targets["boxes"])[:2], tf.float32)
+        if host_ops:
+            images = self._first_resize(images, params, kernel)
+        if host_ops < len(self.ops) or targets:
+            images, labels, targets = self._apply_fn(images, labels, targets, key, params, sizes,
+                                                     host_ops)
+        if masks is not None and masks.shape.rank in (1, 3):
             targets["masks"] = targets["masks"][..., 0]
         boxes_out = None
         if boxes is not None:
@@ -407,7 +504,7 @@ class Pipeline:
         return {"ops": [keras.saving.serialize_keras_object(op) for op in self.ops],
                 "seed": self.seed, "jit_compile": self.jit_compile,
                 "bounding_box_format": self.bounding_box_format,
-                "min_visibility": self.min_visibility}
+                "min_visibility": self.min_visibility, "kernel": self.kernel}
 
     @classmethod
     def from_config(cls, config: dict):
@@ -451,9 +548,10 @@ class AugmentationLayer(keras.layers.Layer):
             pipeline = keras.saving.deserialize_keras_object(pipeline)
         if not isinstance(pipeline, Pipeline):
             spec_error("AugmentationLayer", "pipeline", "a Pipeline", repr(pipeline), TypeError)
-        if pipeline.kind != IMAGE or any(op.changes_labels for op in pipeline.ops):
-            spec_error("AugmentationLayer", "pipeline", "image ops that leave labels unchanged",
-                       [op.owner for op in pipeline.ops])
+        if pipeline.kind != IMAGE or pipeline._decoding or any(op.changes_labels
+                                                               for op in pipeline.ops):
+            spec_error("AugmentationLayer", "pipeline", "image ops that leave labels unchanged "
+                       "and take decoded images", [op.owner for op in pipeline.ops])
         self.pipeline = pipeline
         self.seed = seed
         self.seed_generator = ReplicaSeedGenerator(seed)
@@ -484,7 +582,7 @@ class AugmentationLayer(keras.layers.Layer):
         return keras.ops.cast(data, self.compute_dtype)
 
     def _tf_augment(self, inputs, key):
-        return self.pipeline.augment_batch(inputs, tf.cast(key, tf.int64))
+        return self.pipeline.augment_batch(inputs, tf.cast(key, tf.int64), kernel="tensorflow")
 
     def call(self, inputs, training=None):
         if not training:

@@ -265,3 +265,16 @@ def test_randaugment_moves_masks_and_boxes_with_its_geometric_rounds():
                 x1, y1, x2, y2 = out["bounding_boxes"]["boxes"].numpy()[i, k]
                 assert x1 <= xs.min() + 1 and xs.max() <= x2 and y1 <= ys.min() + 1
                 assert ys.max() <= y2
+
+
+@pytest.mark.parametrize("zoom", [0.5, 1.5, 2.0])
+def test_nearest_warp_of_images_equals_the_mask_warp_at_exact_ties(zoom):
+    """Zooms of 0.5 and 1.5 put sample points exactly between pixels: images warped with
+    ``interpolation="nearest"`` and masks must break those ties the same way."""
+    rng = np.random.default_rng(0)
+    masks = rng.integers(0, 2, (4, 32, 32, 1)).astype(np.uint8)
+    op = A.RandomAffine(zoom=(zoom, zoom), interpolation="nearest")
+    out = A.Pipeline([op], seed=0).augment({"images": masks * 255,
+                                            "segmentation_masks": masks})
+    np.testing.assert_array_equal(out["images"].numpy() > 127.5,
+                                  out["segmentation_masks"].numpy().astype(bool))
