@@ -430,3 +430,20 @@ def test_opencv_kernel_without_rgb_decoding(samples, photos, monkeypatch, method
     monkeypatch.delattr(cv2, "IMREAD_COLOR_RGB")
     np.testing.assert_array_equal(
         F.decode_resized_crops(*args, method=method, kernel="opencv").numpy(), rgb)
+
+
+def test_jpeg_header_parser_equals_libjpeg(photos):
+    """The marker walk of ``jpeg_size`` against libjpeg's ``extract_jpeg_shape``, for baseline,
+    progressive, grayscale and odd sizes; a cut or foreign header raises."""
+    china = photos[0]
+    cases = [tf.io.encode_jpeg(gray(china[:427, :640]) if g else china[:h, :w], quality=q,
+                               progressive=pr).numpy()
+             for h, w, q, pr, g in [(300, 400, 90, False, False), (17, 33, 50, True, False),
+                                    (427, 640, 95, False, True), (1, 1, 75, False, False)]]
+    for data in cases:
+        np.testing.assert_array_equal(F.jpeg_size(data),
+                                      tf.image.extract_jpeg_shape(data)[:2].numpy())
+    with pytest.raises(ValueError, match="corrupt JPEG header"):
+        F.jpeg_size(cases[0][:20])
+    with pytest.raises(ValueError, match="corrupt JPEG header"):
+        F.jpeg_size(b"\xff\xd8\xff\xe0\x00\x10JFIF" + b"\x00" * 40)
