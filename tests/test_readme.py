@@ -160,7 +160,43 @@ def _build_model(free):
     return build_model
 
 
+def _photo_dir(free):
+    """A folder of class subfolders holding small real JPEGs (scikit-learn's sample photos)."""
+    import tempfile
+
+    from sklearn.datasets import load_sample_images
+
+    root = Path(tempfile.mkdtemp(prefix="readme_photos_"))
+    for k, photo in enumerate(load_sample_images().images):
+        for j in range(3):
+            folder = root / f"class_{k}"
+            folder.mkdir(exist_ok=True)
+            piece = np.ascontiguousarray(photo[60 * j:60 * j + 240, 80 * j:80 * j + 320])
+            (folder / f"{j}.jpg").write_bytes(tf.io.encode_jpeg(piece, quality=90).numpy())
+    return str(root)
+
+
+def _boxed_objects():
+    """8 images of 64x64 with one bright rectangle each, its mask and its box (xyxy)."""
+    rng = _rng()
+    images = np.zeros((8, 64, 64, 3), np.uint8)
+    masks = np.zeros((8, 64, 64), np.uint8)
+    boxes = np.zeros((8, 2, 4), np.float32)
+    for i in range(8):
+        y, x = rng.integers(4, 30, 2)
+        images[i, y:y + 24, x:x + 30] = 255
+        masks[i, y:y + 24, x:x + 30] = 1
+        boxes[i, 0] = [x, y, x + 30, y + 24]
+    labels = np.tile(np.array([[1, -1]], np.int32), (8, 1))  # the second box is padding
+    return images, masks, boxes, labels
+
+
 STAND_INS = {
+    "photo_dir": _photo_dir,
+    "images": lambda free: _boxed_objects()[0],
+    "masks": lambda free: _boxed_objects()[1],
+    "boxes": lambda free: _boxed_objects()[2],
+    "box_labels": lambda free: _boxed_objects()[3],
     "train_ds": _train_ds,
     "x": lambda free: _regression(0)[0],
     "y": lambda free: _regression(0)[1],

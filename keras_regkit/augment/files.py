@@ -457,9 +457,11 @@ def decode_resized_crops(encoded, top, left, box_height, box_width, out_height: 
                                         out_width, flip, channels, method, parallel_iterations)
 
     def run(*args):
-        return _decode_batch_cv(*args, out_height, out_width, channels, method)
+        out = _decode_batch_cv(*args, out_height, out_width, channels, method)
+        return K.as_float32(out) if method == "bilinear" else out
 
-    out = tf.numpy_function(run, [encoded, top, left, box_height, box_width, flip], tf.uint8,
+    dtype = tf.float32 if method == "bilinear" else tf.uint8
+    out = tf.numpy_function(run, [encoded, top, left, box_height, box_width, flip], dtype,
                             stateful=False, name="opencv_decode_resized_crops")
     out.set_shape([encoded.shape[0], out_height, out_width, channels])
-    return tf.cast(out, tf.float32) if method == "bilinear" else out
+    return out

@@ -173,3 +173,17 @@ def test_decode_ops_serialize():
         back = A.Pipeline.from_config(pipe.get_config())
         assert back.ops == [op] and back.kernel == "tensorflow"
     assert T.BOX_FORMATS  # the module the pipeline converts boxes with
+
+
+def test_auto_kernel_falls_back_to_tensorflow_without_opencv(monkeypatch):
+    """The default install (no OpenCV) works: "auto" resolves to the TensorFlow kernel, and the
+    result equals an explicit kernel="tensorflow" pipeline."""
+    monkeypatch.setattr(K, "opencv_available", lambda: False)
+    x = np.random.default_rng(0).integers(0, 256, (4, 40, 40, 3), dtype=np.uint8)
+    ops = [A.RandomResizedCrop(24, 24), A.RandomFlip()]
+    auto = A.Pipeline(ops, seed=1)
+    assert auto.pixel_kernel == "tensorflow" and auto._host_ops(auto.pixel_kernel) == 0
+    np.testing.assert_array_equal(auto.augment(x),
+                                  A.Pipeline(ops, seed=1, kernel="tensorflow").augment(x))
+    with pytest.raises(ImportError, match='Pipeline: kernel="opencv" needs OpenCV'):
+        A.Pipeline(ops, kernel="opencv")
