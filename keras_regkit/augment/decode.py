@@ -15,10 +15,11 @@ import math
 
 import tensorflow as tf
 
-from keras_regkit._validation import check_choice, check_int, check_pair, check_range
+from keras_regkit._validation import check_choice, check_int, check_range
 from keras_regkit.augment import files as F
 from keras_regkit.augment import targets as T
 from keras_regkit.augment.base import AugmentOp, coin, fold, serializable, spec_error, uniform
+from keras_regkit.augment.image import check_scale_ratio
 
 
 def _check_encoded(owner: str, images: tf.TensorSpec) -> None:
@@ -147,12 +148,7 @@ class DecodeRandomResizedCrop(_DecodeOp):
     def __init__(self, height: int, width: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
                  channels: int = 3, p: float = 1.0):
         super().__init__(height, width, channels, p)
-        self.scale = check_pair(self.owner, "scale", scale, 0.0, 1.0)
-        if self.scale[1] <= 0:
-            spec_error(self.owner, "scale", "a range with max > 0", scale)
-        self.ratio = check_pair(self.owner, "ratio", ratio, 0.0, None)
-        if self.ratio[0] <= 0:
-            spec_error(self.owner, "ratio", "a range of positive numbers", ratio)
+        self.scale, self.ratio = check_scale_ratio(self.owner, scale, ratio)
 
     def box(self, key, sizes):
         top, left, h, w, _ = sample_sized_boxes(key, sizes, self.scale, self.ratio)

@@ -258,6 +258,18 @@ class RandomCrop(AugmentOp):
                 "fill_value": self.fill_value, "p": self.p}
 
 
+def check_scale_ratio(owner: str, scale, ratio) -> tuple[tuple, tuple]:
+    """Checks a random resized crop's ``scale`` (area fractions in (0, 1]) and ``ratio``
+    (positive aspect ratios) ranges; returns them as float pairs."""
+    scale = check_pair(owner, "scale", scale, 0.0, 1.0)
+    if scale[1] <= 0:
+        spec_error(owner, "scale", "a range with max > 0", scale)
+    ratio = check_pair(owner, "ratio", ratio, 0.0, None)
+    if ratio[0] <= 0:
+        spec_error(owner, "ratio", "a range of positive numbers", ratio)
+    return scale, ratio
+
+
 @serializable
 class RandomResizedCrop(AugmentOp):
     """Inception-style random resized crop, per example, resized bilinearly to ``(height, width)``.
@@ -280,12 +292,7 @@ class RandomResizedCrop(AugmentOp):
         super().__init__(p)
         self.height = check_int(self.owner, "height", height, 1)
         self.width = check_int(self.owner, "width", width, 1)
-        self.scale = check_pair(self.owner, "scale", scale, 0.0, 1.0)
-        if self.scale[1] <= 0:
-            spec_error(self.owner, "scale", "a range with max > 0", scale)
-        self.ratio = check_pair(self.owner, "ratio", ratio, 0.0, None)
-        if self.ratio[0] <= 0:
-            spec_error(self.owner, "ratio", "a range of positive numbers", ratio)
+        self.scale, self.ratio = check_scale_ratio(self.owner, scale, ratio)
 
     def output_spec(self, images, labels):
         c = spatial(self.owner, images)[2]
