@@ -83,22 +83,6 @@ def gather_crop(images, rows, cols, fill_value):
     return tf.where(valid, out, tf.cast(fill_value, out.dtype))
 
 
-def resize_boxes_nearest(images, top, left, box_h, box_w, out_h: int, out_w: int):
-    """Nearest-neighbour resized crops of masks (values are never blended).
-
-    Output pixel ``i`` reads source ``start + min(floor((i + 0.5) * size / out), size - 1)``, the
-    source pixel that contains the output pixel's centre.
-    """
-    def taps(start, size, out_size):
-        size_f = tf.cast(size, tf.float32)[:, None]
-        pos = tf.floor((tf.range(out_size, dtype=tf.float32)[None, :] + 0.5) * (size_f / out_size))
-        pos = tf.minimum(tf.cast(pos, tf.int32), tf.cast(size, tf.int32)[:, None] - 1)
-        return tf.cast(start, tf.int32)[:, None] + pos
-
-    out = tf.gather(images, taps(top, box_h, out_h), axis=1, batch_dims=1)
-    return tf.gather(out, taps(left, box_w, out_w), axis=2, batch_dims=1)
-
-
 def box_mask(height, width, top, left, box_h, box_w):
     """(batch, height, width, 1) booleans, True inside each example's box (clipped to the image)."""
     r = tf.range(height)[None, :]
@@ -136,19 +120,6 @@ def sample_boxes(key, batch_size, height, width, scale, log_ratio, attempts=10, 
 
 
 # ------------------------------------------------------------------------------------ geometry
-def _flip_axis(images, flip, axis: int):
-    """Reverses ``axis`` (1 or 2) of the examples where ``flip`` is True.
-
-    A per-example gather of whole rows/columns rather than ``where(flip, reverse(x), x)``: under
-    XLA the select form fuses with a preceding resampler and evaluates it twice per output
-    element (3-4x slower after ``RandomResizedCrop``); the gather reads each element once.
-    """
-    size = images.shape[axis]
-    position = tf.range(size)[None, :]
-    index = tf.where(flip[:, None], size - 1 - position, position)
-    return tf.gather(images, index, axis=axis, batch_dims=1)
-
-
 @serializable
 class RandomFlip(AugmentOp):
     """Flips each example, independently, with probability ``p``.
@@ -170,9 +141,9 @@ class RandomFlip(AugmentOp):
 
     def apply(self, images, labels, params):
         if "horizontal" in self.mode:
-            images = _flip_axis(images, params["horizontal"], axis=2)
+            images = kernels.flip_axis(images, params["horizontal"], axis=2)
         if "vertical" in self.mode:
-            images = _flip_axis(images, params["vertical"], axis=1)
+            images = kernels.flip_axis(images, params["vertical"], axis=1)
         return images, labels
 
     def apply_targets(self, targets, params, height, width):
@@ -332,7 +303,8 @@ class RandomResizedCrop(AugmentOp):
         box = (params["top"], params["left"], params["box_height"], params["box_width"])
         if "masks" in targets:
             targets = dict(targets)
-            targets["masks"] = resize_boxes_nearest(targets["masks"], *box, self.height, self.width)
+            targets["masks"] = kernels.nearest_crops(targets["masks"], *box, self.height,
+                                                     self.width)
         return T.crop_resize_boxes(targets, *box, self.height, self.width)
 
     def mask_map(self, params, height, width):
