@@ -18,8 +18,8 @@ import tensorflow as tf
 from keras_regkit._validation import check_choice, check_int, check_range
 from keras_regkit.augment import files as F
 from keras_regkit.augment import targets as T
-from keras_regkit.augment.base import AugmentOp, coin, fold, serializable, spec_error, uniform
-from keras_regkit.augment.image import check_scale_ratio
+from keras_regkit.augment.base import AugmentOp, coin, fold, serializable, spec_error
+from keras_regkit.augment.image import check_scale_ratio, sample_boxes
 
 
 def _check_encoded(owner: str, images: tf.TensorSpec) -> None:
@@ -31,35 +31,24 @@ def _check_encoded(owner: str, images: tf.TensorSpec) -> None:
 def sample_sized_boxes(key, sizes, scale, ratio, attempts: int = 10):
     """Random resized crop boxes for images of per-example ``sizes`` ((batch, 2) int32 h, w).
 
-    As ``image.sample_boxes`` (torchvision's sampler): ``attempts`` candidates with area fraction
-    uniform in ``scale`` and log aspect (width / height) uniform in ``log(ratio)``, the first
-    that fits; else the central box with the aspect ratio clamped into ``ratio``.
+    ``image.sample_boxes`` (torchvision's sampler) on each example's own size; where no attempt
+    fits, the central box with the aspect ratio clamped into ``ratio``.
     Returns (top, left, height, width, found) as (batch,) tensors.
     """
-    batch = tf.shape(sizes)[0]
-    height = tf.cast(sizes[:, 0], tf.float32)
-    width = tf.cast(sizes[:, 1], tf.float32)
-    shape = [batch, attempts]
-    area = (height * width)[:, None] * uniform(fold(key, 1), shape, scale[0], scale[1])
-    aspect = tf.exp(uniform(fold(key, 2), shape, math.log(ratio[0]), math.log(ratio[1])))
-    w = tf.round(tf.sqrt(area * aspect))
-    h = tf.round(tf.sqrt(area / aspect))
-    ok = (w > 0) & (w <= width[:, None]) & (h > 0) & (h <= height[:, None])
-    first = tf.argmax(tf.cast(ok, tf.int32), axis=1, output_type=tf.int32)
-    found = tf.reduce_any(ok, axis=1)
+    image_h, image_w = sizes[:, 0], sizes[:, 1]
+    top, left, h, w, found = sample_boxes(key, tf.shape(sizes)[0], image_h, image_w, scale,
+                                          (math.log(ratio[0]), math.log(ratio[1])), attempts)
     # Fallback: the largest central box with the aspect ratio clamped into ``ratio``.
+    height, width = tf.cast(image_h, tf.float32), tf.cast(image_w, tf.float32)
     in_ratio = width / height
-    fw = tf.where(in_ratio < ratio[0], width, tf.where(in_ratio > ratio[1],
-                                                        tf.round(height * ratio[1]), width))
+    fw = tf.where(in_ratio > ratio[1], tf.round(height * ratio[1]), width)
     fh = tf.where(in_ratio < ratio[0], tf.round(width / ratio[0]), height)
-    h = tf.where(found, tf.gather(h, first, batch_dims=1), fh)
-    w = tf.where(found, tf.gather(w, first, batch_dims=1), fw)
-    top_span, left_span = height - h + 1, width - w + 1
-    top = tf.where(found, tf.floor(uniform(fold(key, 3), [batch]) * top_span), (height - h) // 2)
-    left = tf.where(found, tf.floor(uniform(fold(key, 4), [batch]) * left_span), (width - w) // 2)
-    top = tf.minimum(top, height - h)
-    left = tf.minimum(left, width - w)
-    return tuple(tf.cast(v, tf.int32) for v in (top, left, h, w)) + (found,)
+    fh, fw = tf.cast(fh, tf.int32), tf.cast(fw, tf.int32)
+    h = tf.where(found, h, fh)
+    w = tf.where(found, w, fw)
+    top = tf.where(found, top, (image_h - fh) // 2)
+    left = tf.where(found, left, (image_w - fw) // 2)
+    return top, left, h, w, found
 
 
 class _DecodeOp(AugmentOp):

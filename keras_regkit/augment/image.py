@@ -96,10 +96,16 @@ def sample_boxes(key, batch_size, height, width, scale, log_ratio, attempts=10, 
     """Vectorized version of torchvision's box sampler (RandomResizedCrop / RandomErasing).
 
     Draws ``attempts`` candidate boxes per example with area fraction uniform in ``scale`` and log
-    aspect uniform in ``log_ratio``, and keeps the first that fits. Returns (top, left, h, w, found).
+    aspect uniform in ``log_ratio``, and keeps the first that fits. ``height`` and ``width`` are
+    numbers, or (batch,) int32 tensors for images of different sizes. Returns (top, left, h, w,
+    found); where nothing fits, a 1x1 box.
     """
     shape = [batch_size, attempts]
-    area = height * width * uniform(fold(key, 1), shape, scale[0], scale[1])
+    if isinstance(height, tf.Tensor):  # per-example sizes, against the candidates' columns
+        image_h, image_w = (tf.cast(v, tf.float32)[:, None] for v in (height, width))
+    else:
+        image_h, image_w = height, width
+    area = image_h * image_w * uniform(fold(key, 1), shape, scale[0], scale[1])
     aspect = tf.exp(uniform(fold(key, 2), shape, log_ratio[0], log_ratio[1]))
     if ratio_is_hw:
         h = tf.round(tf.sqrt(area * aspect))
@@ -107,7 +113,7 @@ def sample_boxes(key, batch_size, height, width, scale, log_ratio, attempts=10, 
     else:  # width / height
         w = tf.round(tf.sqrt(area * aspect))
         h = tf.round(tf.sqrt(area / aspect))
-    ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    ok = (w > 0) & (w <= image_w) & (h > 0) & (h <= image_h)
     first = tf.argmax(tf.cast(ok, tf.int32), axis=1, output_type=tf.int32)
     found = tf.reduce_any(ok, axis=1)
     h = tf.cast(tf.gather(h, first, batch_dims=1), tf.int32)
