@@ -288,11 +288,8 @@ class Pipeline:
         fused_here = host_ops == 0 and self._fuses_flip()
         if not (host_ops or isinstance(self.ops[0], RandomResizedCrop)):
             images = tf.cast(images, tf.float32)  # inside XLA: fused with the first op's reads
-        if "boxes" in targets and "visible" not in targets:
-            targets = dict(targets)
-            targets["boxes"] = T.boxes_to_xyxy(targets["boxes"], self.bounding_box_format,
-                                               *sizes[0])
-            targets["visible"] = tf.ones(tf.shape(targets["boxes"])[:2], tf.float32)
+        if "boxes" in targets and "visible" not in targets:  # not yet in the internal form
+            targets = T.start_boxes(targets, self.bounding_box_format, *sizes[0])
         for i, (op, p) in enumerate(zip(self.ops, params)):
             height, width = sizes[i]
             if fused_here and i == 0:
@@ -308,9 +305,7 @@ class Pipeline:
             else:  # masks are resampled once, at the end of the run of geometric ops
                 if "masks" in targets:
                     targets = T.start_lazy_masks(targets)
-                lazy_masks = targets.pop("lazy_masks")
-                targets = dict(op.apply_targets(targets, p, height, width), lazy_masks=lazy_masks)
-                targets = T.defer_masks(targets, *lazy)
+                targets = T.defer_masks(op.apply_targets(targets, p, height, width), *lazy)
         height, width = sizes[-1]
         targets = T.realize_masks(targets, height, width)
         if "boxes" in targets:
@@ -366,10 +361,9 @@ class Pipeline:
         if boxes is not None:
             targets["boxes"], targets["box_labels"] = boxes["boxes"], boxes["labels"]
             if self._decoding:  # in each full image's coordinates
-                targets["boxes"] = T.boxes_to_xyxy(
-                    targets["boxes"], self.bounding_box_format,
-                    params[0]["image_height"][:, None], params[0]["image_width"][:, None])
-                targets["visible"] = tf.ones(tf.shape(targets["boxes"])[:2], tf.float32)
+                targets = T.start_boxes(targets, self.bounding_box_format,
+                                        params[0]["image_height"][:, None],
+                                        params[0]["image_width"][:, None])
         if host_ops:
             images = self._first_resize(images, params, kernel)
         if host_ops < len(self.ops) or targets:
@@ -452,11 +446,8 @@ class Pipeline:
         ``{"images", "labels", "segmentation_masks", "bounding_boxes"}``; the result has the same
         structure (images only when ``labels`` is None).
         """
-        element = images if isinstance(images, dict) else (
-            images if labels is None else (images, labels))
-        element = tf.nest.map_structure(tf.convert_to_tensor, element)
-        self.element_spec(tf.nest.map_structure(tf.TensorSpec.from_tensor, element))
-        return self.augment_batch(element, self.batch_key(epoch, batch_index))
+        return self.augment_batch(self._checked_element(images, labels),
+                                  self.batch_key(epoch, batch_index))
 
     # -------------------------------------------------------------------------------- datasets
     def __call__(self, data, labels=None, num_parallel_calls=tf.data.AUTOTUNE):
@@ -487,11 +478,16 @@ class Pipeline:
         out._regkit_epoch_counter = counter  # keeps the counter alive with the dataset
         return out
 
-    def _map_call(self, images, labels):
+    def _checked_element(self, images, labels):
+        """A batch given as tensors (a dict, or images and optional labels), checked."""
         element = images if isinstance(images, dict) else (
             images if labels is None else (images, labels))
         element = tf.nest.map_structure(tf.convert_to_tensor, element)
         self.element_spec(tf.nest.map_structure(tf.TensorSpec.from_tensor, element))
+        return element
+
+    def _map_call(self, images, labels):
+        element = self._checked_element(images, labels)
         if self._generator is None:
             with tf.init_scope():
                 self._generator = tf.random.Generator.from_seed(

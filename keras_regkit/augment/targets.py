@@ -59,6 +59,14 @@ def boxes_from_xyxy(boxes, box_format: str, height, width) -> tf.Tensor:
     return tf.stack([x1 / w, y1 / h, x2 / w, y2 / h], axis=-1)
 
 
+def start_boxes(targets: dict, box_format: str, height, width) -> dict:
+    """``targets`` with its boxes in the internal form: ``xyxy`` pixels, all of each visible."""
+    out = dict(targets)
+    out["boxes"] = boxes_to_xyxy(targets["boxes"], box_format, height, width)
+    out["visible"] = tf.ones(tf.shape(out["boxes"])[:2], tf.float32)
+    return out
+
+
 def box_area(boxes) -> tf.Tensor:
     """Area of ``xyxy`` boxes; 0 for empty or inverted boxes."""
     x1, y1, x2, y2 = tf.unstack(boxes, axis=-1)
