@@ -393,10 +393,7 @@ def _decode_batch_cv(encoded, top, left, box_height, box_width, flip, out_height
         if pixels.ndim == 2:
             pixels = pixels[:, :, None]
         height, width = pixels.shape[:2]
-        if t < 0 or l < 0 or h < 1 or w < 1 or t + h > height or l + w > width:
-            raise ValueError(f"decode_resized_crops: box {i} must lie inside the "
-                             f"{height}x{width} image, got top={t}, left={l}, height={h}, "
-                             f"width={w}")
+        K.check_box("decode_resized_crops", i, (t, l, h, w), height, width)
         write(pixels[t:t + h, l:l + w], out[i], bool(flip[i]), reverse_channels=bgr)
     return out
 

@@ -222,6 +222,14 @@ def bilinear_into(src: np.ndarray, out: np.ndarray, flip_h: bool = False,
         cv2.cvtColor(target, cv2.COLOR_BGR2RGB, dst=target)
 
 
+def check_box(owner: str, index: int, box: tuple, height: int, width: int) -> None:
+    """Raises a ``ValueError`` unless the box ``(top, left, h, w)`` lies inside the image."""
+    t, l, h, w = box
+    if t < 0 or l < 0 or h < 1 or w < 1 or t + h > height or l + w > width:
+        raise ValueError(f"{owner}: box {index} must lie inside the {height}x{width} image, got "
+                         f"top={t}, left={l}, height={h}, width={w}")
+
+
 def _opencv_batch(images, top, left, box_height, box_width, flip_h, flip_v,
                   out_height: int, out_width: int, method: str) -> np.ndarray:
     """The body of the OpenCV kernel: a Python loop over the examples of a NumPy batch.
@@ -233,9 +241,7 @@ def _opencv_batch(images, top, left, box_height, box_width, flip_h, flip_v,
     write = bilinear_into if method == "bilinear" else nearest_into
     for i in range(batch):
         t, l, h, w = int(top[i]), int(left[i]), int(box_height[i]), int(box_width[i])
-        if t < 0 or l < 0 or h < 1 or w < 1 or t + h > height or l + w > width:
-            raise ValueError(f"{OWNER}: box {i} must lie inside the {height}x{width} image, got "
-                             f"top={t}, left={l}, height={h}, width={w}")
+        check_box(OWNER, i, (t, l, h, w), height, width)
         write(images[i, t:t + h, l:l + w], out[i], bool(flip_h[i]), bool(flip_v[i]))
     return out
 
