@@ -8,9 +8,11 @@ from keras_regkit.layers.dropout import (
     SpatialDropout2D,
     SpatialDropout3D,
 )
+from keras_regkit.layers.instance_normalization import InstanceNormalization
 from keras_regkit.layers.noise import AlphaDropout, GaussianDropout, GaussianNoise
 from keras_regkit.layers.stochastic_depth import DropPath
 from keras_regkit.layers.weight_noise import DropConnect, WeightNoise
+from keras_regkit.layers.weight_standardization import WSConv1D, WSConv2D
 
 __all__ = [
     "AlphaDropout",
@@ -21,8 +23,11 @@ __all__ = [
     "Dropout",
     "GaussianDropout",
     "GaussianNoise",
+    "InstanceNormalization",
     "SpatialDropout1D",
     "SpatialDropout2D",
     "SpatialDropout3D",
+    "WSConv1D",
+    "WSConv2D",
     "WeightNoise",
 ]

@@ -190,3 +190,55 @@ def compose_renorm(r, d, scale=None, offset=None):
     if offset is not None:
         new_offset = new_offset + offset
     return r * scale, new_offset
+
+
+def instance_norm(x, axis: int, gamma=None, beta=None, epsilon: float = 1e-3):
+    """Instance normalization (Ulyanov, Vedaldi & Lempitsky 2016) as a pure function.
+
+    Every example and channel is normalized with the mean and biased variance of its own
+    values over the remaining axes (all but the batch axis 0 and the channel ``axis``), then
+    scaled by ``gamma`` and shifted by ``beta``. These are the numbers of
+    ``keras.layers.GroupNormalization(groups=-1)``: the statistics are taken in at least
+    float32 (so float16 inputs do not overflow) and the arithmetic is arranged as Keras's
+    (one multiply and one add per element, see :func:`normalize`).
+
+    Args:
+        x: Input tensor of rank >= 3, batch first.
+        axis: The channel axis (negative values count from the end; not the batch axis).
+        gamma, beta: Optional per-channel scale and offset, shape ``(channels,)``.
+        epsilon: Small positive float added to the variance.
+
+    Returns:
+        The normalized tensor, in the dtype of ``x``.
+
+    Raises:
+        ValueError: If ``x`` has rank < 3 or ``axis`` is out of range or the batch axis.
+
+    Reference:
+        Ulyanov, Vedaldi & Lempitsky, "Instance Normalization: The Missing Ingredient for
+        Fast Stylization", arXiv:1607.08022, 2016.
+    """
+    rank = len(x.shape)
+    if rank < 3:
+        raise ValueError(f"instance_norm: x must have rank >= 3 (batch, ..., channels), got shape {tuple(x.shape)}")
+    if not -rank < axis < rank or axis % rank == 0:
+        raise ValueError(
+            f"instance_norm: axis must be in [{1 - rank}, -1] or [1, {rank - 1}] for rank {rank}, got {axis}"
+        )
+    channel_axis = axis % rank
+    dtype = x.dtype
+    compute_dtype = keras.backend.result_type(dtype, "float32")
+    values = ops.cast(x, compute_dtype)
+    axes = [a for a in range(1, rank) if a != channel_axis]
+    mean, variance = ops.moments(values, axes=axes, keepdims=True)
+
+    def as_param(weight):
+        if weight is None:
+            return None
+        weight = ops.cast(weight, compute_dtype)
+        if channel_axis == rank - 1:
+            return weight
+        return ops.reshape(weight, broadcast_shape(rank, channel_axis, -1))
+
+    outputs = normalize(values, mean, variance, as_param(beta), as_param(gamma), epsilon)
+    return ops.cast(outputs, dtype)
