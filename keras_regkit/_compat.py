@@ -156,6 +156,31 @@ def jax_state_sync(model) -> None:
         sync()
 
 
+def jax_fit_values(model, variables) -> Optional[list]:
+    """On JAX inside ``fit``, the current values of ``variables`` without a state sync.
+
+    The JAX trainer keeps the training state outside the variables between steps (and
+    empties the variables meanwhile); ``jax_state_sync`` writes it back, after which the next
+    step re-reads every variable. A callback that only reads weights at every step can look
+    at the state instead. Relies on the trainer's ``_jax_state`` dict, whose
+    ``"trainable_variables"``/``"non_trainable_variables"`` lists follow
+    ``model.trainable_variables``/``model.non_trainable_variables``, and on
+    ``_jax_state_synced``. Returns ``None`` when there is no such unsynced state (other
+    backends, outside ``fit``, or already synced): the variables then hold the values.
+    """
+    state = getattr(model, "_jax_state", None)
+    if not state or getattr(model, "_jax_state_synced", True):
+        return None
+    by_id = {}
+    for key, owners in (("trainable_variables", model.trainable_variables),
+                        ("non_trainable_variables", model.non_trainable_variables)):
+        values = state.get(key) or ()
+        by_id.update((id(v), value) for v, value in zip(owners, values))
+    if not all(id(v) in by_id for v in variables):
+        return None
+    return [by_id[id(v)] for v in variables]
+
+
 def find_in_callers(pick: Callable[[dict], Any], skip: int = 0, depth: int = 10) -> Any:
     """The first non-``None`` ``pick(frame.f_locals)`` among the calling frames, or ``None``.
 

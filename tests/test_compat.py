@@ -175,3 +175,27 @@ def test_fit_looks_up_every_guarded_hook_at_each_use():
     x, y = np.zeros((8, 2), "float32"), np.zeros((8, 1), "float32")
     model.fit(x, y, validation_data=(x, y), epochs=2, batch_size=4, verbose=0, callbacks=[Shadow()])
     assert set(calls) == set(_compat.FIT_CALLBACK_LIST_HOOKS) | set(_compat.FIT_MODEL_HOOKS), calls
+
+
+def test_jax_fit_values_reads_the_training_state_between_steps_without_a_sync():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1), keras.layers.BatchNormalization()])
+    model.compile("sgd", "mse")
+    seen = []
+
+    class Probe(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            variables = list(model.trainable_variables) + list(model.non_trainable_variables)
+            values = _compat.jax_fit_values(model, variables)
+            if values is None:
+                seen.append(None)
+                return
+            values = [np.array(v) for v in values]
+            _compat.jax_state_sync(model)  # what the variables hold after a sync
+            synced = [keras.ops.convert_to_numpy(v) for v in variables]
+            seen.append(all(np.array_equal(a, b) for a, b in zip(values, synced)))
+
+    model.fit(np.ones((8, 2)), np.ones((8, 1)), epochs=1, batch_size=2, verbose=0, callbacks=[Probe()])
+    if keras.backend.backend() == "jax":
+        assert seen[0] is True and len(seen) == 4
+    else:
+        assert seen == [None] * 4
