@@ -174,12 +174,11 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
         if epoch < self.start:
             return
         _compat.jax_state_sync(self._model)
-        snapshot = [ops.convert_to_numpy(v.value).astype("float64") for v in self._variables]
         if self._sums is None:
-            self._sums = snapshot
-        else:
-            for total, value in zip(self._sums, snapshot):
-                total += value
+            self._sums = [np.array(ops.convert_to_numpy(v.value), dtype="float64") for v in self._variables]
+        else:  # added in place: no float64 temporary
+            for total, variable in zip(self._sums, self._variables):
+                np.add(total, ops.convert_to_numpy(variable.value), out=total)
         self.averaged_epochs.append(int(epoch))
 
     def on_train_end(self, logs=None):
