@@ -24,8 +24,11 @@ class InstanceNormalization(keras.layers.Layer):
     epsilon=epsilon)`` (statistics in float32 even for float16 inputs, output in the
     layer's compute dtype), and so are the weights: ``gamma`` then ``beta``, each of shape
     ``(channels,)``, absent when ``scale`` / ``center`` is False. ``set_weights`` lists and
-    ``.weights.h5`` files therefore move between the two layers in both directions. The
-    config holds this layer's own arguments (there is no ``groups``).
+    ``.weights.h5`` files therefore move between the two layers in both directions. (A
+    ``.weights.h5`` file addresses a layer held in a list, such as the layers of a Sequential
+    or Functional model, by its class name; a file moves where the layer is an attribute of
+    a custom layer, e.g. a residual block. ``get_weights``/``set_weights`` work everywhere.)
+    The config holds this layer's own arguments (there is no ``groups``).
 
     Args:
         axis: Integer, the channel axis (``-1`` for channels last, ``1`` for channels

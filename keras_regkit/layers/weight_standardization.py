@@ -6,16 +6,16 @@ import keras
 from keras import ops
 
 from keras_regkit import _validation as check
-from keras_regkit.ops.weight_standardization import standardize_kernel
+from keras_regkit.ops.weight_standardization import compute_dtype, standardize_kernel
 
 
 class _WeightStandardized:
     """The shared part of the WS convolutions; mixed in before a ``keras.layers.ConvND``.
 
     The layer is built by the Keras class (same ``kernel`` and ``bias`` variables), and only
-    ``call`` differs: the kernel is read in its variable dtype (float32 under mixed precision,
-    hence ``autocast = False``), standardized there, and cast to the compute dtype with the
-    inputs and the bias, as Keras's autocasting does for the plain layer.
+    ``call`` differs: the kernel is read in its variable dtype (float32 under mixed precision:
+    the variables are created without autocasting), standardized there, and cast to the
+    compute dtype, as is the bias, which is what Keras's autocasting does for the plain layer.
     """
 
     _owner = "WSConv"
@@ -24,12 +24,16 @@ class _WeightStandardized:
         self.standardization_epsilon = check.check_range(
             self._owner, "standardization_epsilon", standardization_epsilon, 0.0, None, low_inclusive=False
         )
-        self.autocast = False
+
+    def add_weight(self, *args, **kwargs):
+        # Called by the Keras class's build(): kernel and bias are read in their own dtype
+        # (float32 under mixed precision); call() casts them to the compute dtype itself.
+        kwargs["autocast"] = False
+        return super().add_weight(*args, **kwargs)
 
     def standardized_kernel(self):
         """The kernel used by the convolution: ``standardize_kernel(kernel)``, in the compute dtype."""
-        kernel = self.kernel
-        kernel = ops.cast(kernel, keras.backend.result_type(kernel.dtype, "float32"))
+        kernel = ops.cast(self.kernel, compute_dtype(self.kernel.dtype))
         return ops.cast(standardize_kernel(kernel, self.standardization_epsilon), self.compute_dtype)
 
     def call(self, inputs):
@@ -79,8 +83,10 @@ _DOC_TAIL = """
     filters)``, then ``bias``), ``compute_output_shape`` and config are those of the Keras
     layer, plus ``standardization_epsilon`` (always in the config). Weights therefore load
     from and into a plain Keras convolution (``set_weights`` lists and ``.weights.h5``
-    files, both ways); such a convolution computes the same outputs once given the
-    standardized kernel.
+    files, both ways; a ``.weights.h5`` file addresses a layer held in a list, such as the
+    layers of a Sequential or Functional model, by its class name, so a file moves where the
+    layer is an attribute of a custom layer, e.g. a residual block). The plain convolution
+    computes the same outputs once given the standardized kernel (``standardized_kernel()``).
 
     Args:
         filters, kernel_size, strides, padding, data_format, dilation_rate, groups,

@@ -12,6 +12,12 @@ import keras
 from keras import ops
 
 
+def compute_dtype(dtype) -> str:
+    """float32 for half-precision kernels (float16, bfloat16); any other dtype as it is."""
+    dtype = keras.backend.standardize_dtype(dtype)
+    return "float32" if dtype in ("float16", "bfloat16") else dtype
+
+
 def standardize_kernel(kernel, epsilon: float = 1e-5):
     """Standardizes a kernel per output channel: ``(w - mean) / sqrt(var + epsilon)``.
 
@@ -38,7 +44,7 @@ def standardize_kernel(kernel, epsilon: float = 1e-5):
     if rank < 2:
         raise ValueError(f"standardize_kernel: kernel must have rank >= 2, got shape {tuple(kernel.shape)}")
     dtype = kernel.dtype
-    values = ops.cast(kernel, keras.backend.result_type(dtype, "float32"))
+    values = ops.cast(kernel, compute_dtype(dtype))
     axes = list(range(rank - 1))
     centered = values - ops.mean(values, axis=axes, keepdims=True)
     variance = ops.mean(ops.square(centered), axis=axes, keepdims=True)
