@@ -78,6 +78,40 @@ def print_msg(message: str) -> None:
     io_utils.print_msg(message)
 
 
+# ------------------------------------------------------------------------- optimizers
+def has_weight_decay_exclusions(optimizer) -> bool:
+    """Whether ``optimizer`` skips decay per variable through Keras's exclusion mechanism.
+
+    Relies on ``BaseOptimizer.exclude_from_weight_decay`` (public) and on the private
+    ``_use_weight_decay(variable)`` that every Keras ``_apply_weight_decay`` (the base one, the
+    TensorFlow and torch backends', Muon's) asks before decaying a variable.
+    """
+    return callable(getattr(optimizer, "exclude_from_weight_decay", None)) and callable(
+        getattr(optimizer, "_use_weight_decay", None)
+    )
+
+
+def add_weight_decay_exclusions(optimizer, variables) -> None:
+    """Adds ``variables`` to ``optimizer``'s weight-decay exclusions, keeping the earlier ones.
+
+    Keras's public ``exclude_from_weight_decay(var_list, var_names)`` replaces both the set of
+    excluded variable keys and the name pattern. This reads them first, from the private
+    ``_exclude_from_weight_decay`` (a set of ``_var_key`` values; absent until the method is
+    first called) and ``_exclude_from_weight_decay_pattern`` (a compiled regex or ``None``),
+    calls the public method with ``variables`` and the old pattern's source (it compiles
+    ``"|".join(var_names)``, so one name gives back the same pattern), then puts the old keys
+    back into the new set. The keys are thus computed by Keras's own ``_var_key`` (``id`` on
+    JAX and torch, the unwrapped ``tf.Variable``'s ``_unique_id`` on TensorFlow).
+    ``_use_weight_decay`` reads both attributes when the train step is traced.
+    """
+    keys = set(getattr(optimizer, "_exclude_from_weight_decay", None) or ())
+    pattern = getattr(optimizer, "_exclude_from_weight_decay_pattern", None)
+    optimizer.exclude_from_weight_decay(
+        var_list=list(variables), var_names=[pattern.pattern] if pattern is not None else None
+    )
+    optimizer._exclude_from_weight_decay.update(keys)
+
+
 # ---------------------------------------------------------------------------- metrics
 def metric_direction(model, name: str) -> Optional[str]:
     """``"max"``/``"min"`` for a compiled metric called ``name`` that knows its direction.

@@ -83,6 +83,36 @@ def test_metric_direction_reads_compiled_metrics():
     assert _compat.metric_direction(model, "unknown") is None
 
 
+def _decay_step(optimizer, variables):
+    """One zero-gradient step (only the decoupled weight decay moves anything); the values."""
+    optimizer.apply([keras.ops.zeros((2,)) for _ in variables], variables)
+    return [float(keras.ops.convert_to_numpy(v)[0]) for v in variables]
+
+
+def test_has_weight_decay_exclusions_for_keras_optimizers_only():
+    assert _compat.has_weight_decay_exclusions(keras.optimizers.SGD(weight_decay=0.1))
+    assert _compat.has_weight_decay_exclusions(keras.optimizers.AdamW())
+    assert not _compat.has_weight_decay_exclusions(object())
+
+
+def test_add_weight_decay_exclusions_keeps_earlier_ones_and_the_step_reads_them():
+    names = ("a", "b", "c", "skipme_d")
+    variables = [keras.Variable(np.ones(2, "float32"), name=name) for name in names]
+    a, b, _, _ = variables
+    optimizer = keras.optimizers.SGD(0.1, weight_decay=0.5)
+    optimizer.exclude_from_weight_decay(var_list=[a], var_names=["skipme"])  # the user's own
+    _compat.add_weight_decay_exclusions(optimizer, [b])
+    _compat.add_weight_decay_exclusions(optimizer, [])  # adds nothing, drops nothing
+    np.testing.assert_allclose(_decay_step(optimizer, variables), [1.0, 1.0, 0.95, 1.0], rtol=1e-6)
+
+
+def test_add_weight_decay_exclusions_before_any_keras_call():
+    variables = [keras.Variable(np.ones(2, "float32"), name=name) for name in ("a", "b")]
+    optimizer = keras.optimizers.SGD(0.1, weight_decay=0.5)
+    _compat.add_weight_decay_exclusions(optimizer, variables[:1])
+    np.testing.assert_allclose(_decay_step(optimizer, variables), [1.0, 0.95], rtol=1e-6)
+
+
 def test_draw_seed_from_int_and_generator():
     seed = keras.ops.convert_to_numpy(_compat.draw_seed(5))
     assert seed.shape == (2,) and int(seed[0]) == 5
