@@ -63,12 +63,55 @@ def _batch_norm(draw):
     return kwargs
 
 
+def _instance_norm(draw):
+    kwargs = draw(st.fixed_dictionaries({
+        "axis": st.sampled_from([-1, 1]),
+        "epsilon": st.floats(1e-6, 1.0),
+        "center": st.booleans(),
+        "scale": st.booleans(),
+        "beta_initializer": st.sampled_from(["zeros", "ones", "random_normal"]),
+        "gamma_initializer": st.sampled_from(["ones", "glorot_uniform"]),
+        "beta_regularizer": st.sampled_from([None, "l2", "l1"]),
+        "gamma_regularizer": st.sampled_from([None, "l2"]),
+        "beta_constraint": st.sampled_from([None, "non_neg"]),
+        "gamma_constraint": st.sampled_from([None, "unit_norm"]),
+    }))
+    return L.InstanceNormalization, kwargs, (6, 3, 2, 2) if kwargs["axis"] == 1 else (6, 3, 2)
+
+
+def _ws_conv(draw, rank):
+    """WSConv1D/WSConv2D; tuples as Keras stores them (so the config compares as given)."""
+    strides = draw(st.sampled_from([1, 2]))
+    kwargs = draw(st.fixed_dictionaries({
+        "filters": st.sampled_from([2, 4]),
+        "kernel_size": st.integers(1, 3).map(lambda k: (k,) * rank),
+        "padding": st.sampled_from(["valid", "same"] + (["causal"] if rank == 1 else [])),
+        "data_format": FORMATS,
+        "dilation_rate": st.sampled_from([1, 2] if strides == 1 else [1]).map(lambda d: (d,) * rank),
+        "groups": st.sampled_from([1, 2]),
+        "activation": st.sampled_from(["linear", "relu", "tanh"]),  # Keras stores None as "linear"
+        "use_bias": st.booleans(),
+        "kernel_initializer": st.sampled_from(["glorot_uniform", "he_normal"]),
+        "bias_initializer": st.sampled_from(["zeros", "random_normal"]),
+        "kernel_regularizer": st.sampled_from([None, "l2"]),
+        "bias_regularizer": st.sampled_from([None, "l1"]),
+        "activity_regularizer": st.sampled_from([None, "l2"]),
+        "kernel_constraint": st.sampled_from([None, "max_norm"]),
+        "bias_constraint": st.sampled_from([None, "non_neg"]),
+        "standardization_epsilon": st.floats(1e-8, 1.0),
+    }))
+    kwargs["strides"] = (strides,) * rank
+    spatial = (5,) * rank
+    shape = (6, 4, *spatial) if kwargs["data_format"] == "channels_first" else (6, *spatial, 4)
+    return (L.WSConv1D if rank == 1 else L.WSConv2D), kwargs, shape
+
+
 @st.composite
 def layer_cases(draw):
     """``(class, kwargs, input shape)`` for a layer of keras_regkit with drawn arguments."""
     kind = draw(st.sampled_from(["dropout", "spatial1d", "spatial2d", "spatial3d", "gaussian_dropout",
                                  "gaussian_noise", "alpha", "drop_path", "drop_block", "drop_connect",
-                                 "weight_noise", "batch_norm"]))
+                                 "weight_noise", "batch_norm", "instance_norm", "ws_conv1d", "ws_conv2d"]))
     seed = draw(SEEDS)
     if kind == "dropout":
         shape = (6, 3, 4)
@@ -97,6 +140,10 @@ def layer_cases(draw):
         return L.DropConnect, {"layer": draw(_dense()), "rate": draw(RATES), "seed": seed}, (6, 5)
     if kind == "weight_noise":
         return L.WeightNoise, {"layer": draw(_dense()), "stddev": draw(st.floats(0.0, 1.0)), "seed": seed}, (6, 5)
+    if kind == "instance_norm":
+        return _instance_norm(draw)
+    if kind.startswith("ws_conv"):
+        return _ws_conv(draw, int(kind[-2]))
     kwargs = _batch_norm(draw)
     return L.BatchNormalization, kwargs, (6, 3, 2, 2) if kwargs["axis"] == 1 else (6, 3)
 
