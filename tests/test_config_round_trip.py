@@ -291,3 +291,35 @@ def test_theory_callbacks_schedules_and_rules_round_trip(yao, discrepancy, sched
     lr = C.YaoStepSchedule(**schedule)
     restored = C.YaoStepSchedule.from_config(lr.get_config())
     np.testing.assert_allclose(np_(restored(7)), np_(lr(7)), rtol=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    swa=st.fixed_dictionaries({
+        "start_epoch": st.one_of(st.integers(0, 100), st.floats(0.01, 0.99)),
+        "learning_rate": st.one_of(st.none(), POSITIVE),
+        "bn_steps": st.one_of(st.none(), st.integers(1, 50)),
+        "verbose": st.sampled_from([0, 1]),
+    }),
+    annealing=st.integers(0, 10),
+    ema=st.fixed_dictionaries({
+        "decay": st.floats(0.0, 0.99999),
+        "warmup": st.booleans(),
+        "bn_steps": st.one_of(st.none(), st.integers(1, 50)),
+        "verbose": st.sampled_from([0, 1]),
+    }),
+)
+def test_weight_averaging_callbacks_round_trip(swa, annealing, ema):
+    if swa["learning_rate"] is not None:
+        swa["annealing_epochs"] = annealing
+    for obj in (C.StochasticWeightAveraging(**swa), C.ExponentialMovingAverage(**ema)):
+        for restored in (type(obj).from_config(obj.get_config()),
+                         keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(obj))):
+            assert type(restored) is type(obj) and restored.get_config() == obj.get_config()
+    schedule = C.StochasticWeightAveraging(**swa)
+    if swa["learning_rate"] is not None:
+        schedule.start = 3
+        restored = C.StochasticWeightAveraging.from_config(schedule.get_config())
+        restored.start = 3
+        assert [restored.learning_rate_at(e, 0.5) for e in range(3, 20)] == \
+            [schedule.learning_rate_at(e, 0.5) for e in range(3, 20)]
