@@ -115,16 +115,13 @@ def _tf_lerp(buffers, values, weight, compiled):
     if compiled is None:
         @tf.function(jit_compile=True, autograph=False)
         def compiled(sources, w):
-            for buffer, value in zip(buffers, sources):
-                buffer.assign_add((tf.cast(value, buffer.dtype) - buffer) * tf.cast(w, buffer.dtype))
+            for buffer, source in zip(buffers, sources):
+                buffer.assign_add((tf.cast(source, buffer.dtype) - buffer) * tf.cast(w, buffer.dtype))
 
-    compiled([_tf_value(v) for v in values], tf.constant(weight, tf.float32))
+    # A Keras variable's value on TensorFlow is its tf.Variable: passed as such, the XLA kernel
+    # reads it in place (no tensor is made per variable and call).
+    compiled(list(values), tf.constant(weight, tf.float32))
     return buffers, compiled
-
-
-def _tf_value(value):
-    # A Keras variable's ``value`` on TensorFlow is its tf.Variable; read it as a tensor.
-    return value.read_value() if hasattr(value, "read_value") else value
 
 
 def _jax_lerp(buffers, values, weight, compiled):
