@@ -71,3 +71,26 @@ def check_layer(
         finally:
             keras.config.set_dtype_policy(previous)
     return layer
+
+
+class AttributeHolder(keras.layers.Layer):
+    """A custom layer holding another layer as an attribute (``inner``).
+
+    A ``.weights.h5`` file addresses a layer held in a list (the layers of a Sequential or
+    Functional model) by its class name, and a layer held as an attribute by the attribute's
+    name: only the latter lets a file move between two different classes (e.g. ``Conv2D`` and
+    ``WSConv2D``).
+    """
+
+    def __init__(self, layer, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = layer
+
+    def build(self, input_shape):
+        self.inner.build(input_shape)
+
+    def call(self, inputs):
+        return self.inner(inputs)
+
+    def compute_output_shape(self, input_shape):
+        return self.inner.compute_output_shape(input_shape)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from keras_regkit.layers import InstanceNormalization
 from keras_regkit.ops.normalization import instance_norm
 from tests.backend_utils import training_step
-from tests.layer_checks import check_layer
+from tests.layer_checks import AttributeHolder, check_layer
 
 
 def np_(x, dtype=None):
@@ -196,31 +196,12 @@ def test_same_weights_as_group_normalization_and_set_weights_both_ways(axis, cen
     np.testing.assert_allclose(np_(ref(x)), np_(ours(x)), rtol=1e-5, atol=1e-5)
 
 
-class _Block(keras.layers.Layer):
-    """A custom layer holding the normalization as an attribute.
-
-    A ``.weights.h5`` file addresses a layer held in a list (the layers of a Sequential or
-    Functional model) by its class name, and a layer held as an attribute by the attribute's
-    name: only the latter lets a file move between two different classes.
-    """
-
-    def __init__(self, layer, **kwargs):
-        super().__init__(**kwargs)
-        self.norm = layer
-
-    def build(self, input_shape):
-        self.norm.build(input_shape)
-
-    def call(self, inputs):
-        return self.norm(inputs)
-
-
 @pytest.mark.parametrize("direction", ["keras_to_ours", "ours_to_keras"])
 def test_weights_files_move_both_ways(direction, tmp_path, rng):
     shape = (2, 5, 4, 3)
     x = rng.normal(size=shape).astype("float32")
-    keras_model = keras.Sequential([keras.Input(shape[1:]), _Block(keras.layers.GroupNormalization(groups=-1))])
-    our_model = keras.Sequential([keras.Input(shape[1:]), _Block(InstanceNormalization())])
+    keras_model = keras.Sequential([keras.Input(shape[1:]), AttributeHolder(keras.layers.GroupNormalization(groups=-1))])
+    our_model = keras.Sequential([keras.Input(shape[1:]), AttributeHolder(InstanceNormalization())])
     source, target = (keras_model, our_model) if direction == "keras_to_ours" else (our_model, keras_model)
     source.set_weights([rng.normal(size=w.shape).astype("float32") for w in source.weights])
     path = os.path.join(tmp_path, "norm.weights.h5")

@@ -15,7 +15,7 @@ from keras_regkit.layers import WSConv1D, WSConv2D
 from keras_regkit.ops.weight_standardization import standardize_kernel
 from tests.backend_utils import gradient
 from tests.backend_utils import training_step as _training_step
-from tests.layer_checks import check_layer
+from tests.layer_checks import AttributeHolder, check_layer
 
 KERAS_CLASS = {WSConv1D: keras.layers.Conv1D, WSConv2D: keras.layers.Conv2D}
 
@@ -259,34 +259,12 @@ def test_set_weights_both_ways_with_keras_conv(cls, rng):
         np.testing.assert_array_equal(a, b)
 
 
-class _Block(keras.layers.Layer):
-    """A custom layer holding the convolution as an attribute.
-
-    A ``.weights.h5`` file addresses a layer held in a list (the layers of a Sequential or
-    Functional model) by its class name, and a layer held as an attribute by the attribute's
-    name: only the latter lets a file move between two different classes.
-    """
-
-    def __init__(self, layer, **kwargs):
-        super().__init__(**kwargs)
-        self.conv = layer
-
-    def build(self, input_shape):
-        self.conv.build(input_shape)
-
-    def call(self, inputs):
-        return self.conv(inputs)
-
-    def compute_output_shape(self, input_shape):
-        return self.conv.compute_output_shape(input_shape)
-
-
 @pytest.mark.parametrize("direction", ["keras_to_ours", "ours_to_keras"])
 @pytest.mark.parametrize("cls", [WSConv1D, WSConv2D])
 def test_weights_files_move_both_ways(cls, direction, tmp_path, rng):
     shape = (2, 7, 3) if cls is WSConv1D else (2, 7, 6, 3)
-    keras_model = keras.Sequential([keras.Input(shape[1:]), _Block(KERAS_CLASS[cls](4, 3))])
-    our_model = keras.Sequential([keras.Input(shape[1:]), _Block(cls(4, 3))])
+    keras_model = keras.Sequential([keras.Input(shape[1:]), AttributeHolder(KERAS_CLASS[cls](4, 3))])
+    our_model = keras.Sequential([keras.Input(shape[1:]), AttributeHolder(cls(4, 3))])
     source, target = (keras_model, our_model) if direction == "keras_to_ours" else (our_model, keras_model)
     source.set_weights([rng.normal(size=w.shape).astype("float32") for w in source.weights])
     path = os.path.join(tmp_path, "conv.weights.h5")
