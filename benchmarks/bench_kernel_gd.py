@@ -21,6 +21,7 @@ Run: ``python benchmarks/bench_kernel_gd.py [--quick] [--repeats 5] [--loop-repe
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import statistics
@@ -106,6 +107,35 @@ def main() -> None:
         for name, index in (("ours", 0), ("loop", 1)):
             exponent = np.polyfit(logs, np.log([results[theta, m][index] for m in sizes]), 1)[0]
             print(f"theta={theta}: {name} time ~ m^{exponent:.2f}")
+
+    long_paths(kernel, m=500 if args.quick else 4000, repeats=args.repeats)
+
+
+def long_paths(kernel, m: int, repeats: int) -> None:
+    """theta = 0.5 to 10^8 (series beyond the stored 2^20 iterations) against the 10^6 ceiling.
+
+    Each variant fits the path and evaluates the training error and a validation error on a
+    geometric checkpoint grid (ratio 1.05) up to its ``max_iter``, as the hold-out and oracle
+    rules do.
+    """
+    from keras_regkit.stopping import checkpoint_grid
+
+    x, y, x_val, y_val = problem(m)
+    rows = {}
+    for max_iter in (10**6, 10**8):
+        grid = checkpoint_grid(max_iter, dense=30, ratio=1.05)
+
+        def run():
+            model = KernelGradientDescent(kernel, theta=0.5).fit(x, y, max_iter=max_iter)
+            return model.training_mse(grid), model.mse(x_val, y_val, grid)
+
+        rows[max_iter] = timed(run, repeats)[0], len(grid)
+    base = rows[10**6][0]
+    print(f"\ntheta = 0.5, m = {m}: fit + training and validation error on a 1.05 grid")
+    print("| max_iter | checkpoints | time (s) | ratio to 10^6 |")
+    print("|---|---|---|---|")
+    for max_iter, (seconds, count) in rows.items():
+        print(f"| 10^{int(round(math.log10(max_iter)))} | {count} | {seconds:.2f} | {seconds / base:.2f} |")
 
 
 if __name__ == "__main__":

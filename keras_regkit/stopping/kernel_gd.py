@@ -19,6 +19,12 @@ error) or ``O(m^2)`` (coefficients) more. With constant steps (``theta = 0``)
 ``gamma_0 lambda > 0.05``; for all others ``log rho_t(lambda) = -sum_j lambda^j P_j(t) / j``
 with the scalar power sums ``P_j(t) = sum_{k<t} gamma_k^j``, truncated where the
 remainder is below 1e-17 relative, so a batch of ``t`` costs one small matrix product.
+These sums are stored for ``t <= 2^20``; beyond, every eigenvalue takes the series from
+the stored ``t = 2^20`` on, with ``P_j(t) - P_j(2^20) = kappa^(-2j) sum_{2^20 < n <= t} n^(-j theta)``
+from the Euler-Maclaurin formula, so any ``t`` (up to 10^12 and more) costs the same and
+nothing is stored per iteration. That needs ``gamma_(2^20) lambda_max < 1`` with a series
+of at most 200 terms, which holds for ``theta >= 0.1``; below, ``max_iter`` is limited to
+``2^20``.
 
 References:
     Y. Yao, L. Rosasco, A. Caponnetto, "On Early Stopping in Gradient Descent
@@ -53,6 +59,10 @@ _RULES = ("yao", "raskutti", "discrepancy", "holdout", "oracle")
 _HEAD = 0.05  # gamma_0 * lambda above which log(1 - gamma lambda) is summed exactly
 _SERIES_TOLERANCE = 1e-17
 _CHUNK_ELEMENTS = 4_000_000  # (checkpoints x m) entries evaluated per batch
+STORED_ITERATIONS = 2**20  # theta > 0: step-size sums stored up to here, a series beyond
+_MAX_SERIES_TERMS = 200
+# Bernoulli numbers B_2, B_4, B_6 over (2p)!, for the Euler-Maclaurin corrections.
+_EULER_MACLAURIN = ((1, 1.0 / 6.0 / 2.0), (3, -1.0 / 30.0 / 24.0), (5, 1.0 / 42.0 / 720.0))
 
 
 def checkpoint_grid(max_iter: int, dense: int = 100, ratio: float = 1.02) -> np.ndarray:
@@ -121,6 +131,28 @@ def estimate_noise_level(X, y) -> float:
         neighbour[block] = np.argmin(distance, axis=1)
     differences = targets - targets[neighbour]
     return float(math.sqrt(np.mean(differences**2) / 2.0))
+
+
+def power_sum_between(first: int, last: np.ndarray, exponent: float) -> np.ndarray:
+    """``sum_{n = first}^{last} n^(-exponent)`` for large ``first`` (0 where ``last < first``).
+
+    The Euler-Maclaurin formula with three Bernoulli corrections: for ``first >= 1000``
+    the remainder is below ``1e-20`` relative to the sum.
+    """
+    a = float(first)
+    b = np.maximum(np.asarray(last, dtype=np.float64), a - 1.0)
+    s = float(exponent)
+    log_ratio = np.log(np.maximum(b, a) / a)
+    if abs(1.0 - s) < 1e-12:
+        integral = log_ratio
+    else:
+        integral = a ** (1.0 - s) * np.expm1((1.0 - s) * log_ratio) / (1.0 - s)
+    total = integral + (a**-s + b**-s) / 2.0
+    for order, coefficient in _EULER_MACLAURIN:  # f^(order)(x) = (-1)^order (s)_order x^(-s-order)
+        rising = math.prod(s + i for i in range(order))
+        derivative = lambda x: -rising * x ** (-s - order)  # noqa: E731 (order is odd)
+        total = total + coefficient * (derivative(b) - derivative(a))
+    return np.where(b < a, 0.0, total)
 
 
 def _targets(owner: str, y, m: int) -> np.ndarray:
@@ -212,7 +244,9 @@ class KernelGradientDescent:
             y: targets, shape ``(m,)`` or ``(m, k)``.
             max_iter: last iteration of the path, ``>= 1``. With ``theta = 0`` the path
                 costs nothing per iteration, so large values are free; with
-                ``theta > 0`` memory grows as ``max_iter`` times ~16 floats.
+                ``theta > 0`` memory grows as ``min(max_iter, 2^20)`` times ~16 floats
+                (plus one float per large eigenvalue), and iterations beyond ``2^20``
+                come from a series (``theta >= 0.1``; see the module docstring).
             rule: optional stopping rule to run at once (see the class docstring).
             reuse: a model already fitted on the same ``X`` with the same kernel
                 object; its eigendecomposition is reused (and its step-size sums when
@@ -224,7 +258,10 @@ class KernelGradientDescent:
             ``self``.
 
         Raises:
-            ValueError: see the class docstring; ``reuse`` fitted on other inputs.
+            ValueError: see the class docstring; ``reuse`` fitted on other inputs;
+                ``max_iter`` beyond what the path can represent (``> 2^20`` when
+                ``theta`` is so small that the steps at ``2^20`` still make
+                ``gamma_t * lambda_max`` close to 1).
         """
         inputs = as_2d(_OWNER, "X", X)
         targets = _targets(_OWNER, y, inputs.shape[0])
@@ -256,9 +293,9 @@ class KernelGradientDescent:
                 and reuse.max_iter_ == max_iter):
             self._steps, self._path = reuse._steps, reuse._path
         else:
-            count = 1 if self.theta == 0.0 else max_iter
+            count = 1 if self.theta == 0.0 else min(max_iter, STORED_ITERATIONS)
             self._steps = yao_step_size(np.arange(count), kappa, self.theta)
-            self._path = self._prepare_path(self._steps, eigenvalues)
+            self._path = self._prepare_path(self._steps, eigenvalues, max_iter, kappa)
         self.stopping_time_, self.rule_, self.noise_level_ = max_iter, None, None
         self._estimated_sigma = None
         if rule is not None:
@@ -285,7 +322,8 @@ class KernelGradientDescent:
                              f"(largest {top:.3g})")
         return np.maximum(eigenvalues, 0.0), eigenvectors, float(np.max(np.diag(gram)))
 
-    def _prepare_path(self, steps: np.ndarray, eigenvalues: np.ndarray) -> SimpleNamespace:
+    def _prepare_path(self, steps: np.ndarray, eigenvalues: np.ndarray, max_iter: int,
+                      kappa: float) -> SimpleNamespace:
         """What ``log |rho_t(lambda)|``, its sign and ``sum_{k<t} gamma_k`` are computed from."""
         x = steps[0] * eigenvalues
         if self.theta == 0.0:
@@ -308,14 +346,56 @@ class KernelGradientDescent:
             logs = np.where(factors > 0.0, np.log1p(-np.minimum(1.0 - factors, 1.0)),
                             np.log(np.abs(factors)))
         zeros = np.zeros((1, head.size))
-        return SimpleNamespace(
+        path = SimpleNamespace(
             head=head,
             tail=tail,
             power_sums=np.vstack([np.zeros((1, terms)), np.cumsum(powers, axis=0)]),
             series=eigenvalues[tail][None, :] ** orders / orders,  # (terms, n_tail)
             head_log=np.vstack([zeros, np.cumsum(logs, axis=0)]),
             head_negative=np.vstack([zeros, np.cumsum(factors < 0.0, axis=0)]) % 2 == 1,
+            stored=len(steps),
         )
+        if max_iter > path.stored:
+            path.beyond = self._prepare_beyond(path, eigenvalues, max_iter, kappa)
+        return path
+
+    def _prepare_beyond(self, path: SimpleNamespace, eigenvalues: np.ndarray, max_iter: int,
+                        kappa: float) -> SimpleNamespace:
+        """The series of every eigenvalue from the last stored iteration on."""
+        stored = path.stored
+        largest = float(yao_step_size(np.array([stored]), kappa, self.theta)[0] * eigenvalues[-1])
+        terms = 1
+        while largest > 0.0 and terms <= _MAX_SERIES_TERMS and (
+            largest**terms / ((terms + 1) * (1.0 - largest)) > _SERIES_TOLERANCE
+        ):
+            terms += 1
+        if largest >= 1.0 or terms > _MAX_SERIES_TERMS:
+            raise ValueError(
+                f"{_OWNER}: max_iter must be <= {stored} for theta={self.theta} (beyond it the path "
+                f"is a series in gamma_t * lambda_max, which is still {largest:.3g} at t={stored}: "
+                f"steps shrink too slowly), got max_iter={max_iter}"
+            )
+        orders = np.arange(1, terms + 1)
+        log_at_stored = np.empty(eigenvalues.size)
+        log_at_stored[path.tail] = -path.power_sums[stored] @ path.series
+        log_at_stored[path.head] = path.head_log[stored]
+        negative_at_stored = np.zeros(eigenvalues.size, dtype=bool)
+        negative_at_stored[path.head] = path.head_negative[stored]
+        return SimpleNamespace(
+            orders=orders,
+            scale=kappa ** (-2.0 * orders),  # gamma_k^j = kappa^(-2j) (k+1)^(-j theta)
+            series=eigenvalues[None, :] ** orders[:, None] / orders[:, None],  # (terms, m)
+            log_at_stored=log_at_stored,
+            negative_at_stored=negative_at_stored,
+            first_step_sum=float(path.power_sums[stored, 0]),
+        )
+
+    def _power_sums_beyond(self, times: np.ndarray) -> np.ndarray:
+        """``P_j(t) - P_j(stored)`` for ``t >= stored``: rows ``times``, columns ``j``."""
+        beyond, stored = self._path.beyond, self._path.stored
+        # sum_{stored <= k < t} gamma_k^j = kappa^(-2j) sum_{n = stored+1}^{t} n^(-j theta)
+        return np.stack([scale * power_sum_between(stored + 1, times, order * self.theta)
+                         for order, scale in zip(beyond.orders, beyond.scale)], axis=1)
 
     # ------------------------------------------------------------------ the path
     def _check_fitted(self) -> None:
@@ -342,7 +422,13 @@ class KernelGradientDescent:
         times = self._times(t)
         if self.theta == 0.0:
             return times * self._steps[0]
-        return self._path.power_sums[times, 0]
+        stored = self._path.stored
+        sums = self._path.power_sums[np.minimum(times, stored), 0]
+        if np.any(times > stored):
+            late = times > stored
+            sums = np.where(late, self._path.beyond.first_step_sum, sums)
+            sums[late] += self._power_sums_beyond(times[late])[:, 0]
+        return sums
 
     def _log_residuals(self, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``log |rho_t(lambda_i)|`` and whether ``rho_t(lambda_i) < 0`` (rows: times)."""
@@ -353,10 +439,17 @@ class KernelGradientDescent:
             negative = path.negative_factor[None, :] & (times[:, None] % 2 == 1)
             return logs, negative
         logs = np.empty((times.size, self.m_))
-        logs[:, path.tail] = -path.power_sums[times] @ path.series
-        logs[:, path.head] = path.head_log[times]
         negative = np.zeros((times.size, self.m_), dtype=bool)
-        negative[:, path.head] = path.head_negative[times]
+        early = times <= path.stored
+        stored_times = times[early]
+        logs[np.ix_(early, path.tail)] = -path.power_sums[stored_times] @ path.series
+        logs[np.ix_(early, path.head)] = path.head_log[stored_times]
+        negative[np.ix_(early, path.head)] = path.head_negative[stored_times]
+        if not np.all(early):
+            late, beyond = ~early, path.beyond
+            # Beyond the stored sums every 1 - gamma_k lambda lies in (0, 1): no sign change.
+            logs[late] = beyond.log_at_stored[None, :] - self._power_sums_beyond(times[late]) @ beyond.series
+            negative[late] = beyond.negative_at_stored[None, :]
         return logs, negative
 
     def _residual_factors(self, times: np.ndarray) -> np.ndarray:

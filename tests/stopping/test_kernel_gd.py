@@ -277,3 +277,48 @@ def test_mse_along_the_path(rng):
                                rtol=1e-9)
     np.testing.assert_allclose(model.mse(x, y, t=[0, 7]), model.training_mse(np.array([0, 7])),
                                rtol=1e-9)
+
+
+@pytest.mark.parametrize("theta", [0.5, 0.25, 0.9])
+def test_path_beyond_the_stored_iterations_matches_the_recursion(rng, monkeypatch, theta):
+    """Past the stored step-size sums, the series with Euler-Maclaurin power sums is the path."""
+    from keras_regkit.stopping import kernel_gd
+
+    x, y = data(rng, m=30)
+    kernel = GaussianKernel(0.3)
+    gram = kernel(x, x)
+    monkeypatch.setattr(kernel_gd, "STORED_ITERATIONS", 1000)
+    model = KernelGradientDescent(kernel, theta=theta).fit(x, y, max_iter=3000)
+    assert model._path.stored == 1000 and hasattr(model._path, "beyond")
+    reference = numpy_recursion(gram, y, 3000, theta, model.kappa_**2)
+    times = np.array([0, 1, 999, 1000, 1001, 1002, 1777, 2999, 3000])
+    np.testing.assert_allclose(model.coefficients(times), reference[times], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(model.training_mse(times),
+                               [np.mean((gram @ reference[t] - y) ** 2) for t in times], rtol=1e-10)
+    gammas = 1.0 / (model.kappa_**2 * np.arange(1, 3001) ** theta)
+    np.testing.assert_allclose(model.step_sums(times), np.concatenate([[0.0], np.cumsum(gammas)])[times],
+                               rtol=1e-12)
+
+
+def test_path_to_ten_billion_iterations_without_storing_them(rng):
+    from keras_regkit.stopping import kernel_gd
+
+    x, y = data(rng, m=50)
+    model = KernelGradientDescent(GaussianKernel(0.3), theta=0.5).fit(x, y, max_iter=10**10)
+    assert model._path.power_sums.shape[0] == kernel_gd.STORED_ITERATIONS + 1
+    times = np.array([10**6, 10**7, 10**8, 10**9, 10**10])
+    errors = model.training_mse(times)
+    assert np.all(np.diff(errors) <= 0) and np.all(errors >= 0)
+    # sum_{k<t} 1/(kappa^2 sqrt(k+1)) = (2 sqrt(t) + zeta(1/2) + 1/(2 sqrt(t)) + ...) / kappa^2
+    expected = (2 * np.sqrt(times) - 1.4603545088095868 + 0.5 / np.sqrt(times)) / model.kappa_**2
+    np.testing.assert_allclose(model.step_sums(times), expected, rtol=1e-12)
+    assert model.select("discrepancy", sigma=0.2) <= 10**10
+
+
+def test_max_iter_beyond_what_a_slow_decay_can_represent(rng):
+    x, y = data(rng)
+    wide = GaussianKernel(100.0)  # nearly constant: gamma_0 * lambda_max(K/m) close to 1
+    with pytest.raises(ValueError, match=r"max_iter must be <= 1048576 for theta=0.001.*got max_iter=2097152"):
+        KernelGradientDescent(wide, theta=0.001).fit(x, y, max_iter=2**21)
+    KernelGradientDescent(wide, theta=0.001).fit(x, y, max_iter=2**20)  # stored: fine
+    KernelGradientDescent(wide, theta=0.1).fit(x, y, max_iter=2**21)  # steps shrink enough
