@@ -27,16 +27,20 @@ oracle at the largest m; it saves ``yao_rates.png`` (log-log risk vs m, slopes i
 legend) and ``yao_rates.csv`` (every run).
 
 With ``theta = 0.5`` the same amount of regularization needs about ``(t_0 / 2)^2``
-iterations where constant steps need ``t_0``; the path is stored up to
-``THETA_HALF_MAX_ITER`` iterations, and times clamped there are flagged with ``>=``.
+iterations where constant steps need ``t_0``; the path runs to ``THETA_HALF_MAX_ITER``
+(10^8: stored up to 2^20, a series beyond), and a time clamped there would be flagged
+with ``>=`` (none is in the full sweep).
 
 What the full sweep shows (3 seeds, medians; the numbers are deterministic):
 
-* Yao's ``t*(m)`` reproduces the bound's exponent: slopes -0.22 / -0.31 / -0.51 for
-  r = 0.3 / 0.5 / 1 with theta = 0 (-0.25 / -0.32 / -0.67 with theta = 0.5) against the
-  predicted -0.23 / -0.33 / -0.50. But it stops after 4-23 iterations (theta = 0) and its
-  risk at m = 3200 is 8-25x the oracle's: the a-priori rule is an upper-bound rule that
-  ignores the kernel's eigenvalue decay, so it is very conservative.
+* Yao's ``t*(m)`` (the library default, exponent offset 2): risk slopes -0.22 / -0.31 /
+  -0.51 for r = 0.3 / 0.5 / 1 with theta = 0 (-0.25 / -0.32 / -0.67 with theta = 0.5),
+  next to the default bound's -0.23 / -0.33 / -0.50. The bounds are upper bounds, and the
+  alternative offset 3 predicts -0.17 / -0.25 / -0.40: the measured slopes are
+  compatible with both, so this does not tell which exponent the 2007 theorem has. It
+  stops after 4-23 iterations (theta = 0) and its risk at m = 3200 is 9-25x the oracle's:
+  the a-priori time is a conservative upper-bound rule that ignores the kernel's
+  eigenvalue decay.
 * The oracle follows the capacity-dependent optimum ``2rb/(2rb+1)``: -0.55 / -0.60 / -0.70
   against -0.55 / -0.67 / -0.80 (the gap grows with r over this range of m).
 * At m = 3200, relative to the oracle: hold-out 1.0-1.4x; Raskutti-Wainwright-Yu 1.0x
@@ -45,8 +49,12 @@ What the full sweep shows (3 seeds, medians; the numbers are deterministic):
   the plain discrepancy principle 1.3-1.6x (r = 0.3), 3.1x (r = 0.5), 5.6x (r = 1): the
   training error crosses sigma^2 slowly, so its stopping time varies by orders of
   magnitude between seeds (also with the true sigma).
-* Runtime: about 80-110 s for the sweep on 2 shared CPU cores (the eigendecompositions at
-  m = 3200 dominate); quick mode about 5 s plus imports.
+* With theta = 0.5 the oracle for r = 0.3 stops at 7.5 million iterations at m = 3200
+  (the path used to end at 10^6) and reaches the risk of constant steps (9.955e-3 against
+  9.957e-3).
+* Runtime: about 26 s for the sweep on 2 CPU cores with nothing else running (80-110 s
+  on a loaded machine; the eigendecompositions at m = 3200 dominate); quick mode about
+  5 s plus imports.
 
 Run: ``python examples/yao_rates.py [--quick] [--out DIR]``.
 """
@@ -75,7 +83,7 @@ RULES = ("oracle", "yao", "raskutti", "discrepancy", "holdout")
 SIGMA = 0.5
 MODES = np.arange(1, 1001)
 EIGENVALUE_DECAY = 2.0  # b: eigenvalues k^-2 of the order-1 Sobolev kernel
-THETA_HALF_MAX_ITER = 1_000_000
+THETA_HALF_MAX_ITER = 100_000_000  # beyond 2^20 the path is a series: nothing stored per iteration
 
 
 def target_coefficients(r: float) -> np.ndarray:
