@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import keras
 import numpy as np
 
@@ -63,6 +65,10 @@ def training_step(layer, x, upstream, mask=None):
 
         trainable = [v.value for v in layer.trainable_variables]
         non_trainable = [v.value for v in layer.non_trainable_variables]
+        # stateless_call hands its keyword arguments straight to ``call`` (``__call__`` would
+        # drop a ``training`` that ``call`` does not take, as GroupNormalization's and Conv's).
+        call_arguments = inspect.signature(layer.call).parameters
+        kwargs = {k: v for k, v in kwargs.items() if k in call_arguments}
 
         def loss_fn(train_values, x_value):
             y, new_state = layer.stateless_call(train_values, non_trainable, x_value, **kwargs)

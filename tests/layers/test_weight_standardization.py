@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from keras_regkit.layers import WSConv1D, WSConv2D
 from keras_regkit.ops.weight_standardization import standardize_kernel
 from tests.backend_utils import gradient
-from tests.backend_utils import training_step as _training_step
+from tests.backend_utils import training_step
 from tests.layer_checks import AttributeHolder, check_layer
 
 KERAS_CLASS = {WSConv1D: keras.layers.Conv1D, WSConv2D: keras.layers.Conv2D}
@@ -42,29 +42,6 @@ def standardized_gradient(kernel, upstream, epsilon=1e-5):
     w_hat = (kernel - kernel.mean(axis=axes, keepdims=True)) * inv
     return inv / n * (n * upstream - upstream.sum(axis=axes, keepdims=True)
                       - w_hat * (upstream * w_hat).sum(axis=axes, keepdims=True))
-
-
-def training_step(layer, x, upstream):
-    """``tests.backend_utils.training_step`` for layers whose ``call`` takes no ``training``.
-
-    On JAX that helper passes ``training=True`` to ``stateless_call``, which Keras's Conv
-    layers refuse; convolutions have no state, so the JAX gradient is taken here.
-    """
-    if keras.backend.backend() != "jax":
-        return _training_step(layer, x, upstream)
-    import jax
-    import jax.numpy as jnp
-
-    if not layer.built:
-        layer.build(x.shape)
-
-    def loss(train_values, x_value):
-        y, _ = layer.stateless_call(train_values, [], x_value)
-        return jnp.sum(y * upstream), y
-
-    trainable = [v.value for v in layer.trainable_variables]
-    (g_train, g_x), y = jax.grad(loss, argnums=(0, 1), has_aux=True)(trainable, jnp.asarray(x))
-    return np.asarray(y), [np.asarray(g_x)] + [np.asarray(g) for g in g_train], []
 
 
 def _plain_twin(layer, input_shape, kernel=None):
