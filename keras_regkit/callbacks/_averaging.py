@@ -53,6 +53,14 @@ def current_values(model, variables) -> list:
     return values
 
 
+def check_state_shapes(owner: str, key: str, variables, arrays) -> None:
+    """Raises a ValueError unless ``arrays`` (a saved state's ``key``) match ``variables``' shapes."""
+    shapes = [tuple(v.shape) for v in variables]
+    given = [tuple(np.shape(a)) for a in arrays]
+    if shapes != given:
+        raise ValueError(f"{owner}: state's {key} must have the shapes {shapes}, got {given}")
+
+
 def assign(variables, arrays) -> None:
     """Writes ``arrays`` (NumPy or backend tensors) into ``variables``, keeping their dtypes."""
     for variable, array in zip(variables, arrays):

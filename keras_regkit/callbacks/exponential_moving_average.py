@@ -169,10 +169,7 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
     def _load_state(self, state: Mapping[str, Any]) -> None:
         averages = state.get("averages")
         if averages is not None:
-            shapes = [tuple(v.shape) for v in self._variables]
-            given = [tuple(np.shape(a)) for a in averages]
-            if shapes != given:
-                raise ValueError(f"{_OWNER}: state's averages must have the shapes {shapes}, got {given}")
+            _averaging.check_state_shapes(_OWNER, "averages", self._variables, averages)
             self._average.load([np.asarray(a) for a in averages])
         self.updates = check.check_int(_OWNER, "state['updates']", state.get("updates", 0), 0)
 

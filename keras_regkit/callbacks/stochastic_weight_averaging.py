@@ -213,10 +213,7 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
     def _load_state(self, state: Mapping[str, Any]) -> None:
         sums = state.get("sums")
         if sums is not None:
-            shapes = [tuple(v.shape) for v in self._variables]
-            given = [tuple(np.shape(s)) for s in sums]
-            if shapes != given:
-                raise ValueError(f"{_OWNER}: state's sums must have the shapes {shapes}, got {given}")
+            _averaging.check_state_shapes(_OWNER, "sums", self._variables, sums)
             sums = [np.array(s, dtype="float64") for s in sums]
         self._sums = sums
         self.averaged_epochs = [int(e) for e in state.get("averaged_epochs", [])]
