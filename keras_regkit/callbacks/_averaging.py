@@ -10,7 +10,7 @@ donates the old buffers, or ``torch._foreach_lerp_``; other backends fall back t
 from __future__ import annotations
 
 import warnings
-from typing import Any, Optional
+from typing import Any
 
 import keras
 import numpy as np
@@ -95,12 +95,12 @@ class DeviceAverage:
         self.buffers = _new_buffers(keras.backend.backend(), arrays)
         self._compiled = None
 
-    def write_to(self, variables: Optional[list] = None) -> None:
-        """Copies the buffers into the variables (by default the shadowed ones).
+    def write_to_variables(self) -> None:
+        """Copies the buffers into the shadowed variables.
 
         The variables get copies: on JAX the next update donates (deletes) the buffers.
         """
-        assign(self.variables if variables is None else variables, [ops.copy(_read(b)) for b in self.buffers])
+        assign(self.variables, [ops.copy(_read(b)) for b in self.buffers])
 
 
 def _read(buffer):

@@ -139,7 +139,7 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
             return
         values = _averaging.current_values(self._model, self._variables)
         self._swapped_out = [ops.copy(v) for v in values]
-        self._average.write_to()
+        self._average.write_to_variables()
 
     def on_test_end(self, logs=None):
         if self._swapped_out is not None:
@@ -151,7 +151,7 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
         if self._average is None:
             return
         self.on_test_end()
-        self._average.write_to()
+        self._average.write_to_variables()
         if self.verbose:
             _compat.print_msg(f"{_OWNER}: wrote the average of {self.updates} updates into the model")
         _averaging.finish_with_batch_norm(_OWNER, self._model, self.bn_data, self.bn_batch_size,
