@@ -4,7 +4,9 @@
   as a ``keras.optimizers.schedules.LearningRateSchedule``;
 * :class:`YaoStoppingTime` -- stops ``model.fit`` at the a-priori time ``t*(m)``,
   counted in optimizer steps or in epochs;
-* :class:`DiscrepancyStopping` -- stops when the training loss first falls to ``sigma^2``.
+* :class:`DiscrepancyStopping` -- stops when the training loss first falls to ``sigma^2``;
+* :class:`SmoothedDiscrepancyStopping` -- stops when the training residuals, smoothed
+  by a power of the kernel matrix of the features, fall to their expected noise level.
 
 With full-batch plain SGD on ``0.5 * mean squared error`` over a bias-free Dense
 layer on fixed features ``phi``, ``model.fit`` runs exactly kernel gradient
@@ -16,6 +18,8 @@ References:
     Learning", Constr. Approx. 26 (2007) 289-315.
     A. Celisse, M. Wahl, "Analyzing the discrepancy principle for kernelized
     spectral filter learning algorithms", JMLR 22 (2021).
+    Y. Averyanov, A. Celisse, "Early stopping and polynomial smoothing in regression
+    with reproducing kernels", arXiv:2007.06827 (2020).
 """
 
 from __future__ import annotations
@@ -23,13 +27,16 @@ from __future__ import annotations
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_regkit import _compat
 from keras_regkit._validation import check_choice, check_int, check_range
+from keras_regkit.stopping.kernel_gd import smoothed_residual_weights, smoothing_power
 from keras_regkit.stopping.yao import yao_stopping_time
 
-__all__ = ["DiscrepancyStopping", "YaoStepSchedule", "YaoStoppingTime"]
+__all__ = ["DiscrepancyStopping", "SmoothedDiscrepancyStopping", "YaoStepSchedule",
+           "YaoStoppingTime"]
 
 
 @keras.saving.register_keras_serializable(package="keras_regkit")
@@ -229,4 +236,140 @@ class DiscrepancyStopping(keras.callbacks.Callback):
 
     @classmethod
     def from_config(cls, config) -> "DiscrepancyStopping":
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="keras_regkit")
+class SmoothedDiscrepancyStopping(keras.callbacks.Callback):
+    """Stops when the smoothed training residuals fall to their expected noise level.
+
+    With ``Phi`` the ``(m, D)`` features that define the kernel ``K = Phi Phi^T``
+    (by default ``x`` itself: the inputs of a bias-free ``Dense`` layer, whose full-batch
+    SGD is kernel gradient descent with that kernel) and ``r = y - model(x)``, it
+    stops at the first epoch end where::
+
+        (1/m) r^T (K/m)^p r  <=  tau * sigma^2 tr((K/m)^p) / m
+
+    The right side is the expected value of the left one for pure noise, so this is
+    the discrepancy principle on residuals smoothed by ``(K/m)^(p/2)``: ``p = 1`` is the
+    smoothing of Celisse & Wahl (2021), other powers Averyanov & Celisse's (2020)
+    polynomial smoothing, and ``"auto"`` (the default) takes
+    :func:`~keras_regkit.stopping.smoothing_power` of the spectrum, ``3/(4b)`` for
+    eigenvalues decaying as ``j^(-b)``; the docstring of
+    :class:`~keras_regkit.stopping.KernelGradientDescent` says why ``p = 1`` stops too
+    early for trace-class kernels. Smoothing removes most of the noise in the plain
+    principle's training error, whose fluctuations (``sigma^2 sqrt(2/m)``) make its
+    stopping time swing between samples.
+
+    The residuals are those of the weights at the epoch end (``model.predict`` on
+    ``x``), so with full-batch gradient descent it stops with the iterate ``f_t`` that
+    ``KernelGradientDescent.select("smoothed_discrepancy")`` returns, ``t >= 1`` (tested).
+    ``K/m`` is diagonalized once, when the callback is made: ``O(m^3)``.
+
+    Args:
+        x: the training inputs, passed to ``model.predict`` (an array of ``m`` rows).
+        y: the training targets, shape ``(m,)`` or ``(m, k)``.
+        sigma: noise standard deviation, ``> 0`` (see
+            :func:`~keras_regkit.stopping.estimate_noise_level`).
+        power: ``p`` in ``[0, 1]``, or ``"auto"``.
+        tau: multiplier on the threshold, ``> 0``.
+        features: ``(m, D)`` features of the kernel; ``None`` uses ``x`` (2-D).
+        batch_size: for ``model.predict``; ``None`` is Keras's default.
+        verbose: 0 or 1.
+
+    Attributes:
+        power_: the power used (``"auto"`` resolved).
+        threshold: the right side above.
+        residuals: the smoothed residual at each epoch end of the last ``fit``.
+        stopped_epoch: 0-based epoch at whose end training stopped, or ``None``.
+        stop_message: why it stopped (or ``None``).
+
+    Raises:
+        ValueError: ``sigma <= 0``, ``tau <= 0``, ``power`` not in ``[0, 1]`` or
+            ``"auto"``, ``x``/``y``/``features`` with different numbers of rows,
+            non-finite values, ``features`` (or ``x``) not 2-D; at an epoch end,
+            predictions that cannot be matched to ``y``.
+
+    References:
+        Celisse & Wahl (2021); Averyanov & Celisse (2020).
+    """
+
+    def __init__(self, x, y, sigma: float, power: float | str = "auto", tau: float = 1.0,
+                 features=None, batch_size: int | None = None, verbose: int = 0):
+        super().__init__()
+        owner = "SmoothedDiscrepancyStopping"
+        self.sigma = check_range(owner, "sigma", sigma, 0.0, None, low_inclusive=False)
+        self.tau = check_range(owner, "tau", tau, 0.0, None, low_inclusive=False)
+        self.batch_size = None if batch_size is None else check_int(owner, "batch_size",
+                                                                    batch_size, minimum=1)
+        self.verbose = check_choice(owner, "verbose", verbose, (0, 1))
+        self.x = np.asarray(x)
+        self.y = np.asarray(y, dtype=np.float64)
+        m = self.x.shape[0] if self.x.ndim else 0
+        if self.y.ndim not in (1, 2) or self.y.shape[0] != m or m < 1:
+            raise ValueError(f"{owner}: y must have shape (m,) or (m, k) with m = {m} rows like x, "
+                             f"got {self.y.shape}")
+        self.features = None if features is None else np.asarray(features, dtype=np.float64)
+        phi = np.asarray(self.x if features is None else self.features, dtype=np.float64)
+        name = "x" if features is None else "features"
+        if phi.ndim != 2 or phi.shape[0] != m:
+            raise ValueError(f"{owner}: {name} must be a 2-D array with m = {m} rows (the kernel "
+                             f"is K = {name} {name}^T), got shape {phi.shape}")
+        if not (np.all(np.isfinite(phi)) and np.all(np.isfinite(self.y))):
+            raise ValueError(f"{owner}: {name} and y must be finite, got non-finite values")
+        eigenvalues, self._vectors = np.linalg.eigh(phi @ phi.T / m)
+        eigenvalues = np.maximum(eigenvalues, 0.0)
+        if isinstance(power, str):
+            check_choice(owner, "power", power, ("auto",))
+            self.power = power
+            self.power_ = smoothing_power(eigenvalues)
+        else:
+            self.power = self.power_ = check_range(owner, "power", power, 0.0, 1.0)
+        self._weights = smoothed_residual_weights(eigenvalues, self.power_)
+        self.threshold = self.tau * self.sigma**2 * float(np.sum(self._weights)) / m
+        self.residuals: list[float] = []
+        self.stopped_epoch: int | None = None
+        self.stop_message: str | None = None
+
+    def smoothed_residual(self, predictions) -> float:
+        """``(1/m) r^T (K/m)^p r`` for ``r = y - predictions``."""
+        predictions = np.asarray(predictions, dtype=np.float64)
+        if predictions.size != self.y.size:
+            raise ValueError(f"SmoothedDiscrepancyStopping: the model's predictions on x must "
+                             f"have the size of y {self.y.shape}, got shape {predictions.shape}")
+        residual = self.y - predictions.reshape(self.y.shape)
+        projected = self._vectors.T @ residual
+        if projected.ndim == 2:
+            projected = np.sqrt(np.mean(projected**2, axis=1))
+        return float(np.sum(self._weights * projected**2) / self.y.shape[0])
+
+    def on_train_begin(self, logs=None):
+        self.residuals, self.stopped_epoch, self.stop_message = [], None, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.stopped_epoch is not None:
+            return
+        value = self.smoothed_residual(self.model.predict(self.x, batch_size=self.batch_size,
+                                                          verbose=0))
+        self.residuals.append(value)
+        if not math.isfinite(value):
+            raise ValueError(f"SmoothedDiscrepancyStopping: the smoothed residual must be finite, "
+                             f"got {value!r} at epoch {epoch + 1}")
+        if value <= self.threshold:
+            self.model.stop_training = True
+            self.stopped_epoch = epoch
+            self.stop_message = (f"Epoch {epoch + 1}: smoothed residual {value:.6g} <= "
+                                 f"tau * sigma^2 tr((K/m)^p)/m = {self.threshold:.6g} "
+                                 f"(p = {self.power_:.3g}; smoothed discrepancy principle)")
+            if self.verbose:
+                _compat.print_msg(self.stop_message)
+
+    def get_config(self) -> dict:
+        return {"x": self.x.tolist(), "y": self.y.tolist(), "sigma": self.sigma,
+                "power": self.power, "tau": self.tau,
+                "features": None if self.features is None else self.features.tolist(),
+                "batch_size": self.batch_size, "verbose": self.verbose}
+
+    @classmethod
+    def from_config(cls, config) -> "SmoothedDiscrepancyStopping":
         return cls(**config)

@@ -13,7 +13,9 @@ from keras_regkit.stopping.rules import (
 from keras_regkit.stopping.kernel_gd import (
     KernelGradientDescent,
     checkpoint_grid,
+    eigenvalue_decay,
     estimate_noise_level,
+    smoothing_power,
 )
 from keras_regkit.stopping.kernels import (
     FeatureMapKernel,

@@ -1,4 +1,4 @@
-"""YaoStepSchedule, YaoStoppingTime and DiscrepancyStopping in real model.fit runs.
+"""YaoStepSchedule, YaoStoppingTime, DiscrepancyStopping, SmoothedDiscrepancyStopping in model.fit.
 
 Run on both backends: ``KERAS_BACKEND=jax pytest tests/callbacks/test_yao.py``.
 """
@@ -9,8 +9,13 @@ import keras
 import numpy as np
 import pytest
 
-from keras_regkit.callbacks import DiscrepancyStopping, YaoStepSchedule, YaoStoppingTime
-from keras_regkit.stopping import FeatureMapKernel, KernelGradientDescent
+from keras_regkit.callbacks import (
+    DiscrepancyStopping,
+    SmoothedDiscrepancyStopping,
+    YaoStepSchedule,
+    YaoStoppingTime,
+)
+from keras_regkit.stopping import FeatureMapKernel, KernelGradientDescent, smoothing_power
 
 
 def features(x):
@@ -146,6 +151,85 @@ def test_discrepancy_missing_monitor(rng):
     with pytest.raises(ValueError, match="monitor must be a key of the epoch logs"):
         model.fit(np.ones((4, 11), "float32"), np.ones(4, "float32"), epochs=1, verbose=0,
                   callbacks=[DiscrepancyStopping(sigma=0.1, monitor="val_loss")])
+
+
+@pytest.mark.parametrize("power", ["auto", 1.0, 0.0])
+def test_smoothed_discrepancy_stopping_matches_kernel_gd(rng, power):
+    x, y = problem(rng)
+    phi = features(x)
+    kgd = KernelGradientDescent(FeatureMapKernel(features)).fit(x, y, max_iter=400)
+    probe = SmoothedDiscrepancyStopping(phi, y, sigma=1.0, power=power)
+    if power == "auto":
+        assert probe.power_ == pytest.approx(smoothing_power(kgd.eigenvalues_), rel=1e-6)
+    values = kgd.smoothed_residuals(power=probe.power_)
+    target_t = 10
+    threshold = (values[target_t] + values[target_t - 1]) / 2  # far from rounding ties
+    sigma = math.sqrt(threshold / probe.threshold)  # the threshold is sigma^2 * probe.threshold
+    assert kgd.select("smoothed_discrepancy", sigma=sigma, power=probe.power_) == target_t
+    stop = SmoothedDiscrepancyStopping(phi.astype("float32"), y, sigma=sigma, power=power)
+    assert stop.threshold == pytest.approx(threshold, rel=1e-6)
+    model = linear_model(kgd.kappa_, 0.0, phi.shape[1])
+    model.fit(phi.astype("float32"), y.astype("float32"), batch_size=len(y), epochs=40,
+              shuffle=False, verbose=0, callbacks=[stop])
+    # the residuals of the weights at each epoch end: f_1, f_2, ...
+    np.testing.assert_allclose(stop.residuals, values[1:target_t + 1], rtol=1e-4)
+    assert stop.stopped_epoch == target_t - 1
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == target_t
+    assert "smoothed discrepancy principle" in stop.stop_message
+    config = stop.get_config()
+    again = SmoothedDiscrepancyStopping.from_config(config)
+    assert again.get_config() == config and again.power_ == stop.power_
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(stop))
+    assert isinstance(restored, SmoothedDiscrepancyStopping)
+    assert restored.threshold == stop.threshold
+
+
+def test_smoothed_discrepancy_with_separate_features_and_multi_output(rng):
+    x, y = problem(rng, m=30)
+    phi = features(x)
+    y2 = np.stack([y, 2 * y], axis=1)
+    stop = SmoothedDiscrepancyStopping(x, y2, sigma=0.3, power=0.5, features=phi)
+    kgd = KernelGradientDescent(FeatureMapKernel(features)).fit(x, y2, max_iter=5)
+    predictions = kgd.predict(x, t=3)
+    assert stop.smoothed_residual(predictions) == pytest.approx(
+        float(kgd.smoothed_residuals(3, power=0.5)), rel=1e-9)
+    assert stop.threshold == pytest.approx(
+        0.09 * np.sum(np.maximum(kgd.eigenvalues_, 0) ** 0.5) / 30, rel=1e-9)
+    with pytest.raises(ValueError, match=r"predictions on x must have the size of y \(30, 2\)"):
+        stop.smoothed_residual(np.zeros(30))
+
+
+def test_smoothed_discrepancy_prediction_shape_mismatch_at_fit(rng):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.ones((4, 3), "float32")
+    with pytest.raises(ValueError, match="predictions on x must have the size of y"):
+        model.fit(x, np.ones((4, 2), "float32"), epochs=1, verbose=0,
+                  callbacks=[SmoothedDiscrepancyStopping(x, np.ones(4), sigma=0.1)])
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: SmoothedDiscrepancyStopping(np.ones((4, 2)), np.ones(4), sigma=0.0),
+     r"SmoothedDiscrepancyStopping: sigma must be in \(0, inf\), got 0.0"),
+    (lambda: SmoothedDiscrepancyStopping(np.ones((4, 2)), np.ones(4), 1.0, tau=0.0), "tau must be"),
+    (lambda: SmoothedDiscrepancyStopping(np.ones((4, 2)), np.ones(4), 1.0, power=2.0),
+     r"power must be in \[0, 1\], got 2.0"),
+    (lambda: SmoothedDiscrepancyStopping(np.ones((4, 2)), np.ones(4), 1.0, power="kernel"),
+     "power must be one of 'auto', got 'kernel'"),
+    (lambda: SmoothedDiscrepancyStopping(np.ones((4, 2)), np.ones(5), 1.0),
+     r"y must have shape \(m,\) or \(m, k\) with m = 4 rows like x, got \(5,\)"),
+    (lambda: SmoothedDiscrepancyStopping(np.ones((4, 2, 2)), np.ones(4), 1.0),
+     r"x must be a 2-D array with m = 4 rows .*got shape \(4, 2, 2\)"),
+    (lambda: SmoothedDiscrepancyStopping(np.ones((4, 2)), np.ones(4), 1.0, features=np.ones((3, 2))),
+     r"features must be a 2-D array with m = 4 rows"),
+    (lambda: SmoothedDiscrepancyStopping(np.ones((4, 2)), np.array([1.0, np.nan, 0, 0]), 1.0),
+     "must be finite"),
+    (lambda: SmoothedDiscrepancyStopping(np.ones((4, 2)), np.ones(4), 1.0, batch_size=0),
+     "batch_size must be"),
+])
+def test_smoothed_discrepancy_bad_arguments(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
 
 
 @pytest.mark.parametrize("call, match", [

@@ -15,7 +15,9 @@ from keras_regkit.stopping import (
     LaplacianKernel,
     SobolevTorusKernel,
     checkpoint_grid,
+    eigenvalue_decay,
     estimate_noise_level,
+    smoothing_power,
 )
 
 
@@ -250,6 +252,123 @@ def test_bad_rule_arguments(rng):
         model.predict(x, t=21)
     with pytest.raises(ValueError, match="call fit"):
         KernelGradientDescent(GaussianKernel()).predict(x, t=0)
+
+
+def test_bad_smoothed_discrepancy_and_validation_arguments(rng):
+    x, y = data(rng)
+    model = KernelGradientDescent(GaussianKernel(0.3)).fit(x, y, max_iter=20)
+    with pytest.raises(ValueError, match=r"sigma must be in \(0, inf\), got -1.0"):
+        model.select("smoothed_discrepancy", sigma=-1.0)
+    with pytest.raises(ValueError, match=r"power must be in \[0, 1\], got 1.5"):
+        model.select("smoothed_discrepancy", power=1.5)
+    with pytest.raises(ValueError, match="power must be one of 'auto', got 'kernel'"):
+        model.select("smoothed_discrepancy", power="kernel")
+    with pytest.raises(ValueError, match=r"tau must be in \(0, inf\), got 0.0"):
+        model.select("smoothed_discrepancy", tau=0.0)
+    with pytest.raises(ValueError, match="bad arguments for rule 'smoothed_discrepancy'"):
+        model.select("smoothed_discrepancy", patience=3)
+    with pytest.raises(ValueError, match="rule must be one of .*'smoothed_discrepancy'.*got 'smoothed'"):
+        model.select("smoothed")
+    with pytest.raises(ValueError, match=r"X_val must have 1 columns like the training inputs, "
+                                         r"got shape \(5, 2\)"):
+        model.select("holdout", X_val=np.zeros((5, 2)), y_val=np.zeros(5))
+    with pytest.raises(ValueError, match=r"y_val must have shape \(5,\) .*got \(4,\)"):
+        model.select("holdout", X_val=np.zeros((5, 1)), y_val=np.zeros(4))
+    with pytest.raises(ValueError, match=r"y_val must have shape \(5,\) .*got \(5, 2\)"):
+        model.select("holdout", X_val=np.zeros((5, 1)), y_val=np.zeros((5, 2)))
+    with pytest.raises(ValueError, match=r"f_test must have shape \(3,\)"):
+        model.select("oracle", X_test=np.zeros((3, 1)), f_test=np.zeros(2))
+    with pytest.raises(ValueError, match="X must have 1 columns"):
+        model.mse(np.zeros((3, 2)), np.zeros(3))
+    with pytest.raises(ValueError, match=r"power must be in \[0, 1\]"):
+        model.smoothed_residuals(3, power=-0.5)
+
+
+def smoothed_reference(gram, path, y, power):
+    """(1/m) r^T (K/m)^p r along a coefficient path, with (K/m)^p from NumPy's eigh."""
+    m = len(y)
+    values, vectors = np.linalg.eigh(gram / m)
+    weights = np.where(values > 0, np.maximum(values, 0.0), 0.0) ** power if power else 1.0
+    residuals = y[None, :] - path @ gram
+    projected = residuals @ vectors
+    return np.sum(weights * projected**2, axis=1) / m, np.sum(weights * np.ones(m)) / m
+
+
+@pytest.mark.parametrize("theta", [0.0, 0.5])
+@pytest.mark.parametrize("power", [0.0, 0.4, 1.0])
+def test_smoothed_residuals_and_rule_match_numpy(rng, theta, power):
+    x, y = data(rng, m=50)
+    kernel = SobolevTorusKernel(1)
+    gram = kernel(x, x)
+    path = numpy_recursion(gram, y, 400, theta, gram.diagonal().max())
+    expected, trace = smoothed_reference(gram, path, y, power)
+    model = KernelGradientDescent(kernel, theta=theta).fit(x, y, max_iter=400)
+    np.testing.assert_allclose(model.smoothed_residuals(power=power), expected, rtol=1e-6)
+    assert np.all(np.diff(expected) <= 1e-12 * expected[0])  # non-increasing
+    # a sigma whose threshold lies half-way between the values at t = 24 and t = 25
+    target = 25
+    threshold = (expected[target - 1] + expected[target]) / 2
+    sigma = math.sqrt(threshold / trace)
+    assert model.select("smoothed_discrepancy", sigma=sigma, power=power) == target
+    assert model.smoothing_power_ == power and model.noise_level_ == pytest.approx(sigma)
+    crossed = expected <= 0.9 * threshold
+    assert crossed[-1]
+    assert model.select("smoothed_discrepancy", sigma=sigma, tau=0.9, power=power) == \
+        int(np.argmax(crossed))
+    if power == 0.0:
+        assert model.select("discrepancy", sigma=sigma) == target
+
+
+def test_smoothed_discrepancy_auto_power_unknown_sigma_and_extremes(rng):
+    x, y = data(rng, m=120)
+    model = KernelGradientDescent(SobolevTorusKernel(1)).fit(x, y, max_iter=2000)
+    t = model.select("smoothed_discrepancy")
+    assert model.smoothing_power_ == smoothing_power(model.eigenvalues_)
+    assert model.noise_level_ == estimate_noise_level(x, y)
+    assert t == model.select("smoothed_discrepancy", sigma=estimate_noise_level(x, y),
+                             power=smoothing_power(model.eigenvalues_))
+    assert model.select("smoothed_discrepancy", sigma=100.0) == 0  # y is all noise at that level
+    with pytest.warns(UserWarning, match="'smoothed_discrepancy' asks for t=2001 > max_iter=2000"):
+        assert model.select("smoothed_discrepancy", sigma=1e-9) == 2000
+    assert model.rule_ == "smoothed_discrepancy"
+
+
+@settings(max_examples=25, deadline=None)
+@given(decay=st.floats(1.1, 5.0), m=st.integers(200, 3000), scale=st.floats(1e-3, 1e3))
+def test_eigenvalue_decay_recovers_a_power_law(decay, m, scale):
+    eigenvalues = scale * np.arange(1, m + 1, dtype=np.float64) ** -decay
+    np.random.default_rng(0).shuffle(eigenvalues)  # any order
+    fitted = math.floor(m ** (1.0 / decay) * (1 - 1e-12)) - 1  # j = 2.. with lambda_j >= lambda_1/m
+    if fitted >= 4:
+        assert eigenvalue_decay(eigenvalues) == pytest.approx(decay, rel=1e-9)
+        assert smoothing_power(eigenvalues) == pytest.approx(min(1.0, max(0.05, 0.75 / decay)))
+    elif fitted <= 1:  # too short a spectrum above lambda_1 / m: effectively of small rank
+        assert eigenvalue_decay(eigenvalues) is None
+        assert smoothing_power(eigenvalues) == 1.0
+
+
+def test_smoothing_power_on_short_or_flat_spectra():
+    assert eigenvalue_decay(np.array([1.0, 0.5, 0.0, 0.0, 0.0])) is None
+    assert smoothing_power(np.array([1.0, 0.5, 0.0, 0.0, 0.0])) == 1.0  # rank 2: K^(1/2)
+    assert smoothing_power(np.zeros(10)) == 1.0
+    assert smoothing_power(np.ones(50)) == 1.0  # no decay: clipped at 1
+    assert smoothing_power(np.exp(-np.arange(200.0))) == pytest.approx(0.75 / eigenvalue_decay(
+        np.exp(-np.arange(200.0))))
+
+
+def test_smoothed_rule_ignores_the_null_space_of_a_low_rank_kernel(rng):
+    """With p > 0 the part of y outside the range of K has weight 0: the rule still fires."""
+    x, y = data(rng, m=60)
+    y = y + 0.5 * np.cos(6 * np.pi * x[:, 0])  # outside the range of the kernel
+    kernel = FeatureMapKernel(lambda z: np.concatenate([np.cos(2 * np.pi * z), np.sin(2 * np.pi * z),
+                                                        np.ones_like(z)], axis=1))
+    model = KernelGradientDescent(kernel).fit(x, y, max_iter=5000)
+    sigma = 0.2
+    floor = model.training_mse(5000)  # the residual outside the 3-dimensional range
+    assert floor > sigma**2  # the plain principle never fires
+    with pytest.warns(UserWarning, match="'discrepancy' asks for t=5001"):
+        model.select("discrepancy", sigma=sigma)
+    assert model.select("smoothed_discrepancy", sigma=sigma, power=1.0) < 5000
 
 
 def test_reuse_shares_the_decomposition(rng):
