@@ -293,6 +293,28 @@ def test_theory_callbacks_schedules_and_rules_round_trip(yao, discrepancy, sched
     np.testing.assert_allclose(np_(restored(7)), np_(lr(7)), rtol=1e-6)
 
 
+@settings(max_examples=25, deadline=None)
+@given(
+    kwargs=st.fixed_dictionaries({"sigma": POSITIVE, "power": st.one_of(st.just("auto"), st.floats(0.0, 1.0)),
+                                  "tau": POSITIVE, "batch_size": st.one_of(st.none(), st.integers(1, 64)),
+                                  "verbose": st.sampled_from([0, 1])}),
+    m=st.integers(4, 12),
+    separate_features=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_smoothed_discrepancy_stopping_round_trips(kwargs, m, separate_features, seed):
+    rng = np.random.default_rng(seed)
+    x, y = rng.normal(size=(m, 3)), rng.normal(size=m)
+    features = rng.normal(size=(m, 5)) if separate_features else None
+    stop = C.SmoothedDiscrepancyStopping(x, y, features=features, **kwargs)
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(stop))
+    assert type(restored) is C.SmoothedDiscrepancyStopping
+    assert restored.get_config() == stop.get_config()
+    assert (restored.power_, restored.threshold) == (stop.power_, stop.threshold)
+    prediction = rng.normal(size=m)
+    assert restored.smoothed_residual(prediction) == stop.smoothed_residual(prediction)
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     swa=st.fixed_dictionaries({
