@@ -176,6 +176,9 @@ class DiscrepancyStopping(keras.callbacks.Callback):
     the end of epoch ``t + 1`` and stops with ``f_(t+1)`` in the model, one step
     after :class:`~keras_regkit.stopping.KernelGradientDescent`'s ``"discrepancy"``
     time ``t``. Use ``tau=0.5`` when the loss is ``0.5 * mean squared error``.
+    The training error's own noise (``sigma^2 sqrt(2/m)``) makes this time swing between
+    samples when the target is smooth; :class:`SmoothedDiscrepancyStopping` removes most
+    of it.
 
     Args:
         sigma: noise standard deviation, ``> 0`` (see
