@@ -32,7 +32,11 @@ from keras import ops
 
 from keras_regkit import _compat
 from keras_regkit._validation import check_choice, check_int, check_range
-from keras_regkit.stopping.kernel_gd import smoothed_residual_weights, smoothing_power
+from keras_regkit.stopping.kernel_gd import (
+    resolve_smoothing_power,
+    smoothed_residual_weights,
+    squares_per_direction,
+)
 from keras_regkit.stopping.yao import yao_stopping_time
 
 __all__ = ["DiscrepancyStopping", "SmoothedDiscrepancyStopping", "YaoStepSchedule",
@@ -322,12 +326,8 @@ class SmoothedDiscrepancyStopping(keras.callbacks.Callback):
             raise ValueError(f"{owner}: {name} and y must be finite, got non-finite values")
         eigenvalues, self._vectors = np.linalg.eigh(phi @ phi.T / m)
         eigenvalues = np.maximum(eigenvalues, 0.0)
-        if isinstance(power, str):
-            check_choice(owner, "power", power, ("auto",))
-            self.power = power
-            self.power_ = smoothing_power(eigenvalues)
-        else:
-            self.power = self.power_ = check_range(owner, "power", power, 0.0, 1.0)
+        self.power_ = resolve_smoothing_power(owner, power, eigenvalues)
+        self.power = power if isinstance(power, str) else self.power_
         self._weights = smoothed_residual_weights(eigenvalues, self.power_)
         self.threshold = self.tau * self.sigma**2 * float(np.sum(self._weights)) / m
         self.residuals: list[float] = []
@@ -341,10 +341,8 @@ class SmoothedDiscrepancyStopping(keras.callbacks.Callback):
             raise ValueError(f"SmoothedDiscrepancyStopping: the model's predictions on x must "
                              f"have the size of y {self.y.shape}, got shape {predictions.shape}")
         residual = self.y - predictions.reshape(self.y.shape)
-        projected = self._vectors.T @ residual
-        if projected.ndim == 2:
-            projected = np.sqrt(np.mean(projected**2, axis=1))
-        return float(np.sum(self._weights * projected**2) / self.y.shape[0])
+        squares = squares_per_direction(self._vectors.T @ residual)
+        return float(np.sum(self._weights * squares) / self.y.shape[0])
 
     def on_train_begin(self, logs=None):
         self.residuals, self.stopped_epoch, self.stop_message = [], None, None

@@ -201,6 +201,20 @@ def smoothed_residual_weights(eigenvalues, power: float) -> np.ndarray:
     return values**power
 
 
+def resolve_smoothing_power(owner: str, power, eigenvalues) -> float:
+    """``power`` checked to lie in ``[0, 1]``, or ``"auto"`` resolved by :func:`smoothing_power`."""
+    if isinstance(power, str):
+        check_choice(owner, "power", power, ("auto",))
+        return smoothing_power(eigenvalues)
+    return check_range(owner, "power", power, 0.0, 1.0)
+
+
+def squares_per_direction(projected: np.ndarray) -> np.ndarray:
+    """``(U^T v)_j^2`` per eigen-direction, averaged over the outputs of multi-output targets."""
+    squares = projected**2
+    return squares.mean(axis=1) if squares.ndim == 2 else squares
+
+
 def power_sum_between(first: int, last: np.ndarray, exponent: float) -> np.ndarray:
     """``sum_{n = first}^{last} n^(-exponent)`` for large ``first`` (0 where ``last < first``).
 
@@ -593,10 +607,11 @@ class KernelGradientDescent:
             ValueError: ``t`` outside ``[0, max_iter]`` or not fitted.
         """
         self._check_fitted()
+        return self._weighted_residuals(t, squares_per_direction(self._projected))
+
+    def _weighted_residuals(self, t, weights: np.ndarray) -> np.ndarray | float:
+        """``sum_j weights_j rho_t(lambda_j)^2 / m`` for ``t`` (``None``: every iteration)."""
         times = np.arange(self.max_iter_ + 1) if t is None else self._times(t)
-        weights = self._projected**2
-        if weights.ndim == 2:
-            weights = weights.mean(axis=1)
         out = np.concatenate([
             self._residual_factors(chunk) ** 2 @ weights / self.m_
             for chunk in self._chunks(times.reshape(-1))
@@ -622,16 +637,8 @@ class KernelGradientDescent:
         """
         self._check_fitted()
         power = check_range(_OWNER, "power", power, 0.0, 1.0)
-        times = np.arange(self.max_iter_ + 1) if t is None else self._times(t)
-        weights = self._projected**2
-        if weights.ndim == 2:
-            weights = weights.mean(axis=1)
-        weights = weights * smoothed_residual_weights(self.eigenvalues_, power)
-        out = np.concatenate([
-            self._residual_factors(chunk) ** 2 @ weights / self.m_
-            for chunk in self._chunks(times.reshape(-1))
-        ])
-        return float(out[0]) if np.ndim(times) == 0 else out.reshape(times.shape)
+        weights = smoothed_residual_weights(self.eigenvalues_, power)
+        return self._weighted_residuals(t, weights * squares_per_direction(self._projected))
 
     def predict(self, X, t=None) -> np.ndarray:
         """Predictions of ``f_t`` at ``X``; ``t`` defaults to ``stopping_time_``.
@@ -788,14 +795,12 @@ class KernelGradientDescent:
     def _select_smoothed_discrepancy(self, sigma: float | None = None, tau: float = 1.0,
                                      power: float | str = "auto") -> int:
         tau = check_range(_OWNER, "tau", tau, 0.0, None, low_inclusive=False)
-        if isinstance(power, str):
-            check_choice(_OWNER, "power", power, ("auto",))
-            power = smoothing_power(self.eigenvalues_)
-        power = check_range(_OWNER, "power", power, 0.0, 1.0)
+        power = resolve_smoothing_power(_OWNER, power, self.eigenvalues_)
         weights = smoothed_residual_weights(self.eigenvalues_, power)
         threshold = tau * self._sigma(sigma) ** 2 * float(np.sum(weights)) / self.m_
         self.smoothing_power_ = float(power)
-        t = self._first_true(lambda s: self.smoothed_residuals(s, power) <= threshold)
+        weighted = weights * squares_per_direction(self._projected)  # once, not per bisection step
+        t = self._first_true(lambda s: self._weighted_residuals(s, weighted) <= threshold)
         return self._clamp(self.max_iter_ + 1 if t is None else t, "smoothed_discrepancy")
 
     def _select_raskutti(self, sigma: float | None = None) -> int:
