@@ -3,6 +3,8 @@
 ``check_layer`` builds the layer, calls it in training and inference, compares
 ``compute_output_shape`` with the real output, round-trips ``get_config`` /
 ``from_config`` and a ``.keras`` file, and runs it under ``mixed_float16``.
+``move_weights_file`` checks that a ``.weights.h5`` file moves between two layers held
+by :class:`AttributeHolder`.
 """
 
 from __future__ import annotations
@@ -94,3 +96,22 @@ class AttributeHolder(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return self.inner.compute_output_shape(input_shape)
+
+
+def move_weights_file(keras_layer, our_layer, input_shape, direction: str, directory, rng):
+    """Saves random weights of one layer (held by ``AttributeHolder``) and loads them into the other.
+
+    ``direction`` is ``"keras_to_ours"`` or ``"ours_to_keras"``. Asserts that the target ends
+    with exactly the source's weights, and returns ``(source, target)`` models.
+    """
+    keras_model = keras.Sequential([keras.Input(input_shape), AttributeHolder(keras_layer)])
+    our_model = keras.Sequential([keras.Input(input_shape), AttributeHolder(our_layer)])
+    source, target = (keras_model, our_model) if direction == "keras_to_ours" else (our_model, keras_model)
+    source.set_weights([rng.normal(size=w.shape).astype("float32") for w in source.weights])
+    path = os.path.join(directory, "layer.weights.h5")
+    source.save_weights(path)
+    target.load_weights(path)
+    assert len(target.get_weights()) == len(source.get_weights())
+    for a, b in zip(target.get_weights(), source.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    return source, target

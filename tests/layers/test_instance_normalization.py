@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from keras_regkit.layers import InstanceNormalization
 from keras_regkit.ops.normalization import instance_norm
 from tests.backend_utils import training_step
-from tests.layer_checks import AttributeHolder, check_layer
+from tests.layer_checks import check_layer, move_weights_file
 
 
 def np_(x, dtype=None):
@@ -184,16 +184,9 @@ def test_same_weights_as_group_normalization_and_set_weights_both_ways(axis, cen
 def test_weights_files_move_both_ways(direction, tmp_path, rng):
     shape = (2, 5, 4, 3)
     x = rng.normal(size=shape).astype("float32")
-    keras_model = keras.Sequential([keras.Input(shape[1:]), AttributeHolder(keras.layers.GroupNormalization(groups=-1))])
-    our_model = keras.Sequential([keras.Input(shape[1:]), AttributeHolder(InstanceNormalization())])
-    source, target = (keras_model, our_model) if direction == "keras_to_ours" else (our_model, keras_model)
-    source.set_weights([rng.normal(size=w.shape).astype("float32") for w in source.weights])
-    path = os.path.join(tmp_path, "norm.weights.h5")
-    source.save_weights(path)
-    target.load_weights(path)
+    source, target = move_weights_file(keras.layers.GroupNormalization(groups=-1),
+                                       InstanceNormalization(), shape[1:], direction, tmp_path, rng)
     assert len(target.get_weights()) == 2
-    for a, b in zip(target.get_weights(), source.get_weights()):
-        np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(np_(target(x)), np_(source(x)), rtol=1e-5, atol=1e-5)
 
 
